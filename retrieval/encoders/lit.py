@@ -1,0 +1,252 @@
+"""`lit`: the offline default encoder. Two frozen pretrained towers + projection heads trained
+contrastively (symmetric InfoNCE, learnable temperature) on the catalog's own image-text pairs.
+
+Heads are `residual` adapters (linear projection + zero-initialised MLP residual) or plain
+`linear` projections; both are measured in bench/encoder_quality.py.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from retrieval.catalog import Catalog, product_text
+from retrieval.encoders.base import l2_normalise
+from retrieval.encoders.towers import FeatureCache, ImageTower, TextTower, cached_features, image_key, open_image, text_key
+
+log = logging.getLogger(__name__)
+
+HEADS_FILE = "heads.pt"
+HEADS_META = "heads.json"
+
+
+@dataclass
+class HeadTrainConfig:
+    """`encoder_train:` section: how the projection heads are trained."""
+
+    kind: str = "residual"  # residual | linear
+    dim: int = 256
+    hidden: int = 1024
+    epochs: int = 30
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    dropout: float = 0.1
+    holdout: float = 0.1  # share of product groups held out of training (for evaluation)
+    seed: int = 0
+
+
+class ProjectionHead(nn.Module):
+    """Standardise tower features, project to the shared space, optionally add an MLP residual."""
+
+    def __init__(self, in_dim: int, out_dim: int, kind: str = "residual", hidden: int = 1024, dropout: float = 0.1):
+        super().__init__()
+        if kind not in ("residual", "linear"):
+            raise ValueError(f"head kind must be residual or linear, not {kind!r}")
+        self.register_buffer("mean", torch.zeros(in_dim))
+        self.register_buffer("std", torch.ones(in_dim))
+        self.proj = nn.Linear(in_dim, out_dim)
+        self.mlp = None
+        if kind == "residual":
+            self.mlp = nn.Sequential(nn.LayerNorm(out_dim), nn.Linear(out_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+
+    def fit_standardiser(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj((x - self.mean) / self.std)
+        if self.mlp is not None:
+            y = y + self.mlp(y)
+        return F.normalize(y, dim=-1)
+
+
+class Heads(nn.Module):
+    def __init__(self, image_dim: int, text_dim: int, cfg: HeadTrainConfig):
+        super().__init__()
+        self.image = ProjectionHead(image_dim, cfg.dim, cfg.kind, cfg.hidden, cfg.dropout)
+        self.text = ProjectionHead(text_dim, cfg.dim, cfg.kind, cfg.hidden, cfg.dropout)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def split_groups(groups: Sequence[str], holdout: float, seed: int = 0) -> np.ndarray:
+    """Boolean mask of held-out items: whole groups (all colour variants of a product) at once."""
+    uniq = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    held = set(rng.choice(uniq, size=int(round(holdout * len(uniq))), replace=False)) if holdout > 0 else set()
+    return np.array([g in held for g in groups])
+
+
+def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, cfg: HeadTrainConfig, threads: int = 2) -> tuple[Heads, dict]:
+    """Train image and text heads so each item's image and text meet (symmetric InfoNCE)."""
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(threads)
+    xi = torch.from_numpy(np.asarray(image_feats, np.float32))
+    xt = torch.from_numpy(np.asarray(text_feats, np.float32))
+    heads = Heads(xi.shape[1], xt.shape[1], cfg)
+    heads.image.fit_standardiser(xi)
+    heads.text.fit_standardiser(xt)
+    opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(xi)
+    steps = cfg.epochs * max(1, math.ceil(n / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    t0 = time.time()
+    losses = []
+    heads.train()
+    bar = tqdm(range(cfg.epochs), desc=f"training {cfg.kind} heads", unit="epoch")
+    for _ in bar:
+        perm = torch.randperm(n)
+        for i in range(0, n, cfg.batch_size):
+            idx = perm[i : i + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            zi, zt = heads.image(xi[idx]), heads.text(xt[idx])
+            logits = heads.logit_scale.exp().clamp(max=100) * zi @ zt.T
+            labels = torch.arange(len(idx))
+            loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+    heads.eval()
+    stats = {"train_items": n, "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-10:])),
+             "temperature": float(1 / heads.logit_scale.exp())}
+    return heads, stats
+
+
+def save_heads(heads: Heads, cfg: HeadTrainConfig, directory: str | Path, meta: dict) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (HEADS_FILE + ".tmp")
+    torch.save(heads.state_dict(), tmp)
+    os.replace(tmp, directory / HEADS_FILE)
+    info = {"config": asdict(cfg), "image_tower": ImageTower.name, "text_tower": TextTower.name,
+            "image_dim": heads.image.proj.in_features, "text_dim": heads.text.proj.in_features, **meta}
+    (directory / HEADS_META).write_text(json.dumps(info, indent=2))
+    return directory
+
+
+def load_heads(directory: str | Path) -> tuple[Heads, dict]:
+    directory = Path(directory)
+    meta_path = directory / HEADS_META
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no trained heads at {directory}; run `whyrec encoder train` first")
+    meta = json.loads(meta_path.read_text())
+    if meta["image_tower"] != ImageTower.name or meta["text_tower"] != TextTower.name:
+        raise ValueError(f"heads at {directory} were trained for other towers ({meta['image_tower']}, {meta['text_tower']})")
+    cfg = HeadTrainConfig(**meta["config"])
+    heads = Heads(meta["image_dim"], meta["text_dim"], cfg)
+    heads.load_state_dict(torch.load(directory / HEADS_FILE, map_location="cpu", weights_only=True))
+    return heads.eval(), meta
+
+
+class Towers:
+    """Both frozen towers with their feature caches (loaded lazily: the text tower alone serves queries)."""
+
+    def __init__(self, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2):
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.threads = threads
+        self._image: ImageTower | None = None
+        self._text: TextTower | None = None
+        self._caches: dict[str, FeatureCache] = {}
+
+    def _cache(self, name: str, dim: int) -> FeatureCache | None:
+        if self.cache_dir is None:
+            return None
+        if name not in self._caches:
+            self._caches[name] = FeatureCache(self.cache_dir, name, dim)
+        return self._caches[name]
+
+    @property
+    def image(self) -> ImageTower:
+        if self._image is None:
+            self._image = ImageTower()
+        return self._image
+
+    @property
+    def text(self) -> TextTower:
+        if self._text is None:
+            self._text = TextTower()
+        return self._text
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        torch.set_num_threads(self.threads)
+        if len(texts) <= self.batch_size:  # queries: never written to the cache
+            return self.text.features(texts)
+        cache = self._cache(TextTower.name, TextTower.dim)
+        return cached_features(cache, [text_key(t) for t in texts], list(texts), self.text.features, 256, "text tower")
+
+    def image_features(self, images: Sequence) -> np.ndarray:
+        torch.set_num_threads(self.threads)
+        paths = all(isinstance(i, (str, Path)) for i in images)
+        if not paths or len(images) <= self.batch_size:
+            return self.image.features([open_image(i) for i in images])
+        cache = self._cache(ImageTower.name, ImageTower.dim)
+        load = lambda batch: self.image.features([open_image(p) for p in batch])  # noqa: E731
+        return cached_features(cache, [image_key(p) for p in images], list(images), load, self.batch_size, "image tower")
+
+    def catalog_features(self, catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image features, text features, has-image mask) for every item, cached."""
+        text = self.text_features([product_text(p) for p in catalog.products])
+        files = [catalog.image_file(p) for p in catalog.products]
+        has = np.array([f is not None for f in files])
+        image = np.zeros((len(files), ImageTower.dim), np.float32)
+        if has.any():
+            image[has] = self.image_features([str(f) for f in files if f is not None])
+        return image, text, has
+
+
+class LitEncoder:
+    """Frozen towers + trained heads: `encode_text` / `encode_image` into one shared space."""
+
+    name = "lit"
+
+    def __init__(self, heads_dir: str | Path, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2):
+        self.heads, self.meta = load_heads(heads_dir)
+        self.dim = self.heads.image.proj.out_features
+        self.towers = Towers(cache_dir, batch_size, threads)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        feats = torch.from_numpy(self.towers.text_features(list(texts)))
+        return l2_normalise(self.heads.text(feats).numpy())
+
+    @torch.inference_mode()
+    def encode_image(self, images: Sequence) -> np.ndarray:
+        feats = torch.from_numpy(self.towers.image_features(list(images)))
+        return l2_normalise(self.heads.image(feats).numpy())
+
+
+def train_encoder(catalog: Catalog, out: str | Path, cfg: HeadTrainConfig | None = None, cache_dir: str | Path = "var/cache/features",
+                  threads: int = 2, command: str = "") -> dict:
+    """`whyrec encoder train`: tower features (cached) -> heads trained on non-held-out items -> `out`."""
+    cfg = cfg or HeadTrainConfig()
+    towers = Towers(cache_dir, threads=threads)
+    image, text, has = towers.catalog_features(catalog)
+    held = split_groups([p.group_id or p.id for p in catalog.products], cfg.holdout, cfg.seed)
+    train = has & ~held
+    if train.sum() < 2:
+        raise ValueError("need at least two items with images outside the held-out split to train heads")
+    heads, stats = train_heads(image[train], text[train], cfg, threads)
+    held_ids = [p.id for p, h in zip(catalog.products, held) if h]
+    meta = {"stats": stats, "catalog_items": len(catalog), "held_out_items": len(held_ids), "command": command}
+    save_heads(heads, cfg, out, meta)
+    (Path(out) / "held_out_ids.txt").write_text("\n".join(held_ids))
+    log.info("trained %s heads on %d pairs in %.1fs", cfg.kind, int(train.sum()), stats["seconds"])
+    return meta

