@@ -223,21 +223,20 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
     for t in positive:
         used.append(f"{t.kind}: {_item_value(view, t)}")
     core = _core(view, positive)
-    req = ev.request.strip()
-    quotable = 0 < len(req) <= 120 and '"' not in req and "\n" not in req
     if core and not ev.unmet:
         opts = ["This matches your request: {c}.", "It fits what you asked for: {c}.", "{C}, which is what you asked for.",
-                "Yes, this one works: {c}.", "{C}, so it matches your request.", "A good match: {c}."]
-        if quotable:
-            opts += ['It fits "{r}": {c}.', 'For "{r}", this works: {c}.']
-        sentences.append(bank.pick(opts, c=core, C=cap(core), r=req))
+                "Yes, this one works: {c}.", "{C}, so {it} {matches} your request.", "A good match: {c}.",
+                "{C}, just as you asked.", "This is what you are looking for: {c}.", "Good news: {c}.",
+                "{C}, exactly what you described.", "It ticks the boxes: {c}."]
+        sentences.append(bank.item(view, opts, c=core, C=cap(core)))
     elif core:
-        sentences.append(bank.pick(["It only partly fits your request. {C}.", "Part of it matches: {c}.",
-                                    "This is a partial match: {c}.", "{C}, as you asked, but not everything fits."],
+        sentences.append(bank.item(view, ["{This} only partly fits your request: {c}.", "Part of it matches: {c}.",
+                                          "This is a partial match: {c}.", "{C}, as you asked, but not everything fits.",
+                                          "Some of it fits: {c}.", "{C}, which is a start, but there is a catch."],
                                    c=core, C=cap(core)))
     elif ev.unmet:
-        sentences.append(bank.pick(["This does not really fit your request.", "It is not a close match for your request.",
-                                    "It misses what you asked for."]))
+        sentences.append(bank.item(view, ["This does not really fit your request.", "{This} {is} not a close match for your request.",
+                                          "It misses what you asked for.", "{This} {is} not what you described."]))
     for t in negative:
         s = _not_state(view, t)
         if s:
@@ -263,10 +262,12 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
     unspoken = [k for k in ("material", "fit", "pattern") if view.has(k) and k not in spoken]
     for kind in bank.rng.sample(unspoken, k=min(max(extras, 0), len(unspoken))):
         if kind == "pattern" and view.first("pattern") == "solid":
-            sentences.append(bank.pick(["It is plain, with no pattern.", "The catalog lists it as plain."]))
+            sentences.append(plain_sentence(bank, view))
         else:
             s = _state(view, kind)
-            sentences.append(bank.pick(["{S}.", "The catalog also says {s}.", "Also, {s}."], s=s, S=cap(s)))
+            sentences.append(bank.item(view, ["{S}.", "The catalog also says {s}.", "Also, {s}.", "As for {k}, {s}.",
+                                              "One more detail from the catalog: {s}.", "Worth knowing: {s}."],
+                                       s=s, S=cap(s), k=KIND_WORDS[kind]))
         used.append(f"{kind}: {view.first(kind)}")
     if ev.score is not None:
         sentences.append(bank.pick(["It is also among the closest matches in the image and text search (score {x:.2f}).",
@@ -281,10 +282,20 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
                                     'It has something in common with "{t}" that you bought: {s}.'], t=title, s=state, S=cap(state)))
         used.append(f"history: {link.item_id} shares {kind} {value}")
     if ev.unmet:
-        sentences.append(bank.pick(["So it is probably not the one you want.", "You may want to look at other options.",
-                                    "It is worth a look only if {k} matters less to you.", "Keep that in mind before choosing it."],
-                                   k=KIND_WORDS.get(ev.unmet[0].term.kind, "that")))
+        sentences.append(bank.item(view, [
+            "So {this} {is} probably not the one you want.", "You may want to look at other options.",
+            "It is worth a look only if {k} matters less to you.", "Keep that in mind before choosing {this}.",
+            "I would keep looking if {k} is important to you.", "If {k} is a must, {this} {is} not the right pick.",
+            "Consider {this} only if you are flexible on {k}.", "Other results may fit better."],
+            k=KIND_WORDS.get(ev.unmet[0].term.kind, "that")))
     return " ".join(s for s in sentences if s), used
+
+
+def plain_sentence(bank: Bank, view: ItemView) -> str:
+    """A sentence for a solid-colour item."""
+    return bank.item(view, ["{It} {is} plain, with no pattern.", "The catalog lists {this} as plain.",
+                            "There is no pattern: {this} {is} plain.", "{This} {is} plain, without a print.",
+                            "The catalog calls {this} plain."])
 
 
 def _seed(*parts: str) -> int:

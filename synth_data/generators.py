@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol
 
 from retrieval.vocabulary import extract_terms
-from synth_data.explain import KIND_WORDS, _state, compose_rationale, gather_evidence
+from synth_data.explain import KIND_WORDS, _state, compose_rationale, gather_evidence, plain_sentence
 from synth_data.grounding import verdict
 from synth_data.phrasing import Bank, ItemView, cap, join
 from synth_data.tasks import Task
@@ -63,13 +63,13 @@ def _colour_answer(b: Bank, v: ItemView, task: Task) -> str:
         if res is True:
             return b.item(v, ["Yes, {it} {is} {c}.", "Yes: the catalog lists {them} as {c}.", "Yes, {c}."], c=c)
         if res is False:
-            return b.item(v, ["No, {it} {is} {c}, not {x}.", "No. The catalog lists {them} as {c}, not {x}.",
+            return b.item(v, ["No, {it} {is} {c}, not {x}.", "No, the catalog lists {them} as {c}, not {x}.",
                               "Not quite: {it} {is} {c}, not {x}."], c=c, x=term.phrase)
         x = term.phrase if term else task.meta["asked"]
         return b.item(v, ['The catalog only says {c}; it does not say whether {it} {is} "{x}".',
                           'The catalog lists the colour as {c} and does not settle "{x}".'], c=c, x=x)
     return b.item(v, ["{It} {is} {c}.", "The catalog lists the colour as {c}.", "{C}.", "This one is {c}.",
-                      "The colour is {c}."], c=c, C=cap(c))
+                      "The colour is {c}.", "{This} {is} {c}.", "The catalog says {c} for {this}."], c=c, C=cap(c))
 
 
 def _material_answer(b: Bank, v: ItemView, task: Task) -> str:
@@ -81,7 +81,7 @@ def _material_answer(b: Bank, v: ItemView, task: Task) -> str:
         if res is True:
             return b.item(v, ["Yes, the catalog mentions {m}.", "Yes: {it} {is} made of {m}."], m=m)
         if res is False:
-            return b.item(v, ["No, the catalog mentions {m}, not {x}.", "No. {It} {is} made of {m}, not {x}."], m=m, x=x)
+            return b.item(v, ["No, the catalog mentions {m}, not {x}.", "No, {it} {is} made of {m}, not {x}."], m=m, x=x)
         if v.has("material"):
             return b.item(v, ['The catalog mentions {m}; it does not say whether {it} {is} "{x}".'], m=m, x=x)
         return b.item(v, ['The catalog does not say what {it} {is} made of, so I cannot confirm "{x}".',
@@ -90,7 +90,8 @@ def _material_answer(b: Bank, v: ItemView, task: Task) -> str:
         return b.item(v, ["The catalog does not say what {it} {is} made of.", "The catalog gives no material for {them}.",
                           "I cannot tell from the catalog: it does not name the fabric."])
     return b.item(v, ["The catalog mentions {m}.", "{It} {is} made of {m}.", "According to the description: {m}.",
-                      "The fabric is {m}, according to the catalog."], m=m)
+                      "The fabric is {m}, according to the catalog.", "{This} {is} made of {m}.",
+                      "The catalog describes {this} as {m}."], m=m)
 
 
 def _fit_answer(b: Bank, v: ItemView, task: Task) -> str:
@@ -102,12 +103,13 @@ def _fit_answer(b: Bank, v: ItemView, task: Task) -> str:
         if res is True:
             return b.item(v, ["Yes, {it} {has} a {f}.", "Yes: the catalog describes a {f}."], f=f)
         if res is False:
-            return b.item(v, ["No, {it} {has} a {f}.", "No. The catalog describes a {f}, not {x}."], f=f, x=x)
+            return b.item(v, ["No, {it} {has} a {f}.", "No, the catalog describes a {f}, not {x}."], f=f, x=x)
         return b.item(v, ['The catalog does not say whether {it} {is} "{x}".', 'I cannot confirm "{x}" from the catalog.'], x=x)
     if not v.has("fit"):
         return b.item(v, ["The catalog does not say how {it} {fits}.", "The catalog gives no fit for {them}.",
                           "That is not in the catalog: it does not describe the cut."])
-    return b.item(v, ["{It} {has} a {f}.", "The catalog describes a {f}.", "According to the catalog: {f}."], f=f)
+    return b.item(v, ["{It} {has} a {f}.", "The catalog describes a {f}.", "According to the catalog: {f}.",
+                      "{This} {has} a {f}.", "The catalog gives {this} a {f}."], f=f)
 
 
 def _occasion_answer(b: Bank, v: ItemView, task: Task) -> str:
@@ -142,7 +144,8 @@ def _quoted_fact(v: ItemView, keys) -> str | None:
 def _care_answer(b: Bank, v: ItemView, task: Task) -> str:
     return _quoted_fact(v, ("care", "care_instructions", "washing", "wash")) or b.item(v, [
         "The catalog does not give care instructions.", "The catalog does not say how to wash or care for {them}.",
-        "There are no care instructions in the catalog, so I cannot say.", "The catalog does not say."])
+        "There are no care instructions in the catalog, so I cannot say.", "The catalog does not say.",
+        "The catalog has no care instructions for {this}.", "I cannot tell: the catalog gives no washing instructions for {this}."])
 
 
 def _unanswerable_answer(b: Bank, v: ItemView, task: Task) -> str:
@@ -165,12 +168,14 @@ def _description(b: Bank, v: ItemView, task: Task) -> str:
     b.rng.shuffle(extra)
     for kind in extra:
         if kind == "material":
-            sentences.append(b.item(v, ["The catalog mentions {m}.", "{It} {is} made of {m}.", "The fabric: {m}."],
+            sentences.append(b.item(v, ["The catalog mentions {m}.", "{It} {is} made of {m}.", "The fabric: {m}.",
+                                        "{This} {is} made of {m}.", "The catalog describes {this} as {m}."],
                                     m=_list_values(v, "material")))
         else:
-            sentences.append(b.item(v, ["{It} {has} a {f}.", "The catalog describes a {f}."], f=_list_values(v, "fit")))
+            sentences.append(b.item(v, ["{It} {has} a {f}.", "The catalog describes a {f}.", "{This} {has} a {f}.",
+                                        "The cut: {f}."], f=_list_values(v, "fit")))
     if v.first("pattern") == "solid" and b.rng.random() < 0.5:
-        sentences.append(b.pick(["It is plain, with no pattern.", "The catalog lists it as plain."]))
+        sentences.append(plain_sentence(b, v))
     return " ".join(sentences)
 
 
@@ -191,13 +196,19 @@ def _comparison(b: Bank, task: Task) -> str:
             sentences.append(b.pick(['Item {l} matches {q}.', 'Item {l} has what you asked for: {q}.'],
                                     l=label, q=join([f'"{r.quote}"' for r in ok])))
     if scores[0] == scores[1]:
-        sentences.append(b.pick(["Both fit your request about equally well.", "On the catalog facts, neither is clearly better."]))
+        sentences.append(b.pick(["Both fit your request about equally well.", "On the catalog facts, neither is clearly better.",
+                                 "Both are about as close to your request.", "It is a tie on the catalog facts."]))
     else:
         best = "A" if scores[0] > scores[1] else "B"
-        worse_ev = ev[1] if best == "A" else ev[0]
-        kind = KIND_WORDS.get(worse_ev.unmet[0].term.kind, "the facts") if worse_ev.unmet else "the facts"
-        sentences.append(b.pick(["Item {l} fits your request better.", "I would pick Item {l}.",
-                                 "Item {l} is the better match, mainly because of {k}."], l=best, k=kind))
+        best_view, worse_ev = (a, ev[1]) if best == "A" else (bb, ev[0])
+        kind = worse_ev.unmet[0].term.kind if worse_ev.unmet else None
+        reason = _state(best_view, kind) if kind and best_view.has(kind) else ""
+        if reason:
+            sentences.append(b.pick(["Item {l} fits your request better: {r}.", "I would pick Item {l}, since {r}.",
+                                     "Item {l} is the better match: {r}.", "Go for Item {l}: {r}."], l=best, r=reason))
+        else:
+            sentences.append(b.pick(["Item {l} fits your request better.", "I would pick Item {l}.",
+                                     "Item {l} is the better match."], l=best))
     return " ".join(sentences)
 
 

@@ -113,6 +113,11 @@ class ItemView:
         return "they" if self.plural else "it"
 
     @property
+    def this(self) -> str:
+        """'this dress' / 'these trousers' / 'this item'."""
+        return f"{'these' if self.plural else 'this'} {self.type_word}"
+
+    @property
     def is_(self) -> str:
         return "are" if self.plural else "is"
 
@@ -136,7 +141,8 @@ class Bank:
     def item(self, view: "ItemView", options: list[str], **slots: str) -> str:
         """`pick` with the item's pronoun and verb forms as slots: {it} {It} {is} {has} {fits} {them}."""
         forms = {"it": view.it, "It": view.it.capitalize(), "is": view.is_, "has": "have" if view.plural else "has",
-                 "fits": "fit" if view.plural else "fits", "them": "them" if view.plural else "it"}
+                 "fits": "fit" if view.plural else "fits", "them": "them" if view.plural else "it",
+                 "matches": "match" if view.plural else "matches", "this": view.this, "This": cap(view.this)}
         return self.rng.choice(options).format_map({**forms, **slots})
 
 
