@@ -198,7 +198,7 @@ def iter_csv(path: Path, report: ImportReport, kind: str = "products", required:
     several lines, those lines are parsed again as records of their own."""
     prefix = _PREFIX[kind]
     feeder = _LineFeeder(read_lines(path, report, kind))
-    reader = csv.reader(feeder)
+    reader = csv.reader(feeder, strict=True)  # strict: an unclosed quote is an error, not a swallowed file
     header: list[str] | None = None
     while True:
         error = None
