@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import zlib
@@ -159,7 +160,7 @@ def iter_jsonl(path: Path, report: ImportReport, kind: str = "products") -> Iter
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
-            report.add(prefix + "broken_json", f"{ref}: {err.msg}")
+            report.add(prefix + "broken_json", f"{ref}: {err.msg} (column {err.colno})")
             continue
         if not isinstance(obj, dict):
             report.add(prefix + "broken_json", f"{ref}: not a JSON object")
@@ -572,15 +573,14 @@ def _url_file_names(url: str) -> list[str]:
     return list(dict.fromkeys([name, f"{name.split('.')[0]}.{name.rsplit('.', 1)[-1]}"]))
 
 
-def amazon_local_images(item_id: str, images, image_dir: Path) -> tuple[list[str], bool]:
+def amazon_local_images(item_id: str, images, image_dir: Path, names: set[str]) -> tuple[list[str], bool]:
     """(local paths found, whether the item lists any image). Looks for <item_id>.jpg (or .jpeg,
-    .png, .webp), then for each listed image the file name of its hi_res, large or thumb URL."""
+    .png, .webp), then for each listed image the file name of its hi_res, large or thumb URL.
+    `names` is the set of file names in `image_dir` (listed once: a category has millions of items)."""
     found: list[str] = []
-    for suffix in IMAGE_SUFFIXES:
-        path = image_dir / f"{item_id}{suffix}"
-        if path.is_file():
-            found.append(str(path.resolve()))
-            break
+    own = next((f"{item_id}{s}" for s in IMAGE_SUFFIXES if f"{item_id}{s}" in names), None)
+    if own:
+        found.append(str(image_dir / own))
     entries = images if isinstance(images, list) else []
     listed = bool(entries)
     # the MAIN picture first, in the listed order otherwise
@@ -588,16 +588,16 @@ def amazon_local_images(item_id: str, images, image_dir: Path) -> tuple[list[str
     for entry in entries:
         urls = [entry.get(k) for k in ("hi_res", "large", "thumb")] if isinstance(entry, dict) else [entry]
         for url in urls:
-            hit = next((image_dir / n for n in _url_file_names(url) if (image_dir / n).is_file()), None) if isinstance(url, str) else None
+            hit = next((n for n in _url_file_names(url) if n in names), None) if isinstance(url, str) else None
             if hit is not None:
-                path = str(hit.resolve())
+                path = str(image_dir / hit)
                 if path not in found:
                     found.append(path)
                 break
     return found, listed
 
 
-def _amazon_product(obj: dict, ref: str, report: ImportReport, image_dir: Path | None) -> tuple[Product, bool]:
+def _amazon_product(obj: dict, ref: str, report: ImportReport, image_dir: Path | None, names: set[str]) -> tuple[Product, bool]:
     """A meta record as a Product, and whether it lists images that whyrec could not find locally."""
     item_id = clean(obj.get("parent_asin") or obj.get("asin"))
     details = obj.get("details") if isinstance(obj.get("details"), dict) else {}
@@ -625,7 +625,7 @@ def _amazon_product(obj: dict, ref: str, report: ImportReport, image_dir: Path |
     images: list[str] = []
     missing = False
     if image_dir is not None:
-        images, listed = amazon_local_images(item_id, obj.get("images"), image_dir)
+        images, listed = amazon_local_images(item_id, obj.get("images"), image_dir, names)
         missing = listed and not images
     return Product(
         id=item_id,
@@ -662,12 +662,14 @@ def import_amazon2023(source: str | Path, out: str | Path, verify_images: bool =
         review_files = [m.with_name(m.name[len("meta_"):]) for m in metas if m.name.startswith("meta_")]
         review_files = [r for r in review_files if r.is_file()]
     image_dir = _need_dir(local_image_dir, "--local-image-dir")
+    image_dir = image_dir.resolve() if image_dir else None
+    names = {e.name for e in os.scandir(image_dir) if e.is_file()} if image_dir else set()
     report = ImportReport("amazon2023", str(source))
     collector = ProductCollector(report, verify_images)
     with_urls = 0
     for meta in metas:
         for ref, obj in tqdm(iter_jsonl(meta, report), desc=meta.name, unit="item", mininterval=2):
-            p, missing = _amazon_product(obj, ref, report, image_dir)
+            p, missing = _amazon_product(obj, ref, report, image_dir, names)
             if collector.add(p, ref):
                 with_urls += bool(obj.get("images"))
                 if missing:
