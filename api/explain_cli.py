@@ -14,6 +14,7 @@ def register(subparsers) -> None:
     p.add_argument("--catalog", default=os.environ.get("WHYREC_CATALOG", "var/hm/catalog"),
                    help="catalog directory (default: $WHYREC_CATALOG or var/hm/catalog)")
     p.add_argument("--backend", default="grounded", help="explainer: grounded (default) or llava once a tuned model is set up")
+    p.add_argument("--model", help="llava: a tune output, adapter or merged model dir, or a preset (default: $WHYREC_LLAVA_MODEL or var/tune/tiny-offline)")
     p.add_argument("--history", nargs="*", default=[], metavar="ITEM_ID", help="items the shopper bought before")
     p.add_argument("--score", type=float, help="the retrieval similarity of the item, if it came from a search")
     p.add_argument("--json", action="store_true", help="print JSON (text, backend, facts_used, grounding, evidence)")
@@ -27,10 +28,10 @@ def _explain(args: argparse.Namespace) -> int:
 
     if args.backend not in EXPLAINERS:  # higher layers register their explainers when imported
         try:
-            importlib.import_module("llava_tuning.explain")
+            importlib.import_module("llava_tuning.generate")
         except ModuleNotFoundError:
             pass
-    explainer = get_explainer(args.backend)
+    explainer = get_explainer(args.backend, **({"model": args.model} if args.model else {}))
     catalog = Catalog.load(args.catalog)
     missing = [i for i in [args.item_id, *args.history] if i not in catalog]
     if missing:
