@@ -52,6 +52,7 @@ class Generator:
         if self.settings.dtype != "float32":
             model = model.to(getattr(torch, self.settings.dtype))
         self.model = model.eval()
+        self.last_new_tokens: list[int] = []  # generated tokens per answer in the last call (up to the end token)
 
     @torch.inference_mode()
     def generate(self, conversations: Sequence[Sequence[dict]], images: Sequence[Image.Image],
@@ -65,6 +66,8 @@ class Generator:
         if s.do_sample and s.seed is not None:
             torch.manual_seed(s.seed)
         out: list[str] = []
+        self.last_new_tokens = []
+        stop = {self.processor.pad_token_id, self.model.generation_config.eos_token_id}
         device = next(self.model.parameters()).device
         dtype = next(self.model.parameters()).dtype
         for start in range(0, len(conversations), max(1, s.batch_size)):
@@ -86,7 +89,10 @@ class Generator:
             ids = self.model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                                       pixel_values=pixels, **kwargs)
             prompt_len = batch["input_ids"].shape[1]
-            out.extend(self.processor.decode(row[prompt_len:]) for row in ids)
+            for row in ids[:, prompt_len:].tolist():
+                n = next((k + 1 for k, t in enumerate(row) if t in stop), len(row))
+                self.last_new_tokens.append(n)
+                out.append(self.processor.decode(row[:n]))
         return out
 
 

@@ -343,9 +343,11 @@ def prepare_for_training(bundle: LlavaBundle, stage: str):
     model = bundle.model
     for p in model.parameters():
         p.requires_grad_(False)
+    gc = bundle.preset.gradient_checkpointing
     if getattr(model, "is_quantized", False) or bundle.preset.quantization == "nf4":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bundle.preset.gradient_checkpointing)
-    elif bundle.preset.gradient_checkpointing:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gc and not model.is_gradient_checkpointing:  # peft enables it only for models actually loaded in k-bit
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     if stage == "projector":

