@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-steps", type=int)
     p.add_argument("--stage1-steps", type=int, help="with --stage both: optimizer steps of stage 1")
     p.add_argument("--epochs", type=float)
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget per stage; stops early and still saves")
     p.add_argument("--max-examples", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int, help="gradient accumulation steps")
@@ -55,7 +56,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     cfg = section(args.config, "tune", TuneConfig, preset=args.preset, data=args.data, eval_data=args.eval_data,
                   kinds=_list(args.kinds), stage=args.stage, init_projector=args.init_projector, output_dir=args.output_dir,
-                  max_steps=args.max_steps, stage1_steps=args.stage1_steps, epochs=args.epochs, max_examples=args.max_examples,
+                  max_steps=args.max_steps, stage1_steps=args.stage1_steps, epochs=args.epochs, max_minutes=args.max_minutes, max_examples=args.max_examples,
                   batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, max_length=args.max_length,
                   eval_every=args.eval_every, max_eval_examples=args.max_eval_examples, save_every=args.save_every,
                   resume=args.resume, lora_r=args.lora_r, lora_alpha=args.lora_alpha, mixed_precision=args.mixed_precision,

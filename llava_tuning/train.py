@@ -50,6 +50,7 @@ class TuneConfig:
     output_dir: str = "var/tune/tiny-offline"
     max_steps: int = 0  # optimizer steps; 0: `epochs` passes over the data
     epochs: float = 1.0
+    max_minutes: float = 0.0  # wall-clock budget per stage (0: none); training stops early and still saves
     batch_size: int = 4
     grad_accum: int = 1
     lr: float = 2e-4
@@ -315,6 +316,9 @@ def run_stage(cfg: TuneConfig, stage: str, train_records: list[dict], eval_recor
                 log_metrics({"eval_loss": eval_after}, step)
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                 _save_checkpoint(accelerator, output_dir, step, cfg.keep_checkpoints)
+            if cfg.max_minutes and time.perf_counter() - start > cfg.max_minutes * 60 and step < total_steps:
+                log.warning("stage %s: %.1f min budget reached at step %d of %d; stopping", stage, cfg.max_minutes, step, total_steps)
+                total_steps = step
             if step >= total_steps:
                 break
         epoch += 1
@@ -372,23 +376,26 @@ def tune(cfg: TuneConfig) -> dict[str, StageResult]:
     out = Path(cfg.output_dir)
     records = read_records(cfg.data, limit=cfg.max_examples or None)
     if cfg.eval_data:
-        train, evals = records, read_records(cfg.eval_data)[: cfg.max_eval_examples or None]
+        train, evals = records, read_records(cfg.eval_data)
     else:
-        train, evals = split_records(records, cfg.eval_fraction, cfg.seed, cfg.max_eval_examples)
+        train, evals = split_records(records, cfg.eval_fraction, cfg.seed, 0)
+    cap = cfg.max_eval_examples or None
+
+    def of_kinds(rows: list[dict], kinds) -> list[dict]:
+        return [r for r in rows if r.get("kind") in set(kinds)] if kinds else rows
+
     results: dict[str, StageResult] = {}
     if cfg.stage in ("projector", "both"):
-        kinds = set(cfg.stage1_kinds)
-        s1_train = [r for r in train if r.get("kind") in kinds] if cfg.stage == "both" else train
-        s1_eval = [r for r in evals if r.get("kind") in kinds] if cfg.stage == "both" else evals
+        kinds = cfg.stage1_kinds if cfg.stage == "both" else None
+        s1_train = of_kinds(train, kinds)
         if not s1_train:
-            raise ValueError(f"stage 1 needs image-description records (kind in {sorted(kinds)}); none in {cfg.data}")
-        results["projector"] = run_stage(cfg, "projector", s1_train, s1_eval, out / "stage1" if cfg.stage == "both" else out)
+            raise ValueError(f"stage 1 needs image-description records (kind in {sorted(kinds or [])}); none in {cfg.data}")
+        results["projector"] = run_stage(cfg, "projector", s1_train, of_kinds(evals, kinds)[:cap],
+                                         out / "stage1" if cfg.stage == "both" else out)
     if cfg.stage in ("lora", "both"):
-        if cfg.kinds:
-            train = [r for r in train if r.get("kind") in set(cfg.kinds)]
-            evals = [r for r in evals if r.get("kind") in set(cfg.kinds)]
-            if not train:
-                raise ValueError(f"no training records of kinds {cfg.kinds} in {cfg.data}")
+        train, evals = of_kinds(train, cfg.kinds), of_kinds(evals, cfg.kinds)[:cap]
+        if not train:
+            raise ValueError(f"no training records of kinds {cfg.kinds} in {cfg.data}")
         s2 = cfg
         if cfg.stage == "both":
             s2 = dataclasses.replace(cfg, init_projector=results["projector"].output_dir)
