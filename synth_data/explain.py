@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 
 from retrieval.catalog import Product
 from retrieval.vocabulary import NEGATIONS, Term, accepts, extract_terms, item_values, tokens
-from synth_data.grounding import primary, check, clauses, judge
+from synth_data.grounding import OPEN_GROUPS, check, clauses, judge, primary
 from synth_data.phrasing import Bank, ItemView, article, cap, join
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ def _item_value(view: ItemView, term: Term) -> str | None:
     hit = sorted(have & accepts(term.kind, term.value))
     if hit and not term.negated:
         return hit[0]
+    for group in OPEN_GROUPS.get(term.kind, []):  # "not baggy" is answered by the cut, not the rise
+        if term.value in group and have & group:
+            return sorted(have & group)[0]
     return view.first(term.kind)
 
 
