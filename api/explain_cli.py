@@ -28,8 +28,9 @@ def _explain(args: argparse.Namespace) -> int:
     if args.backend not in EXPLAINERS:  # higher layers register their explainers when imported
         try:
             importlib.import_module("llava_tuning.explain")
-        except ModuleNotFoundError:
-            pass
+        except ModuleNotFoundError as err:
+            if err.name not in ("llava_tuning", "llava_tuning.explain"):
+                raise
     explainer = get_explainer(args.backend)
     catalog = Catalog.load(args.catalog)
     missing = [i for i in [args.item_id, *args.history] if i not in catalog]
