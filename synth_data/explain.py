@@ -18,8 +18,8 @@ from functools import lru_cache
 from typing import Callable, Protocol
 
 from retrieval.catalog import Product
-from retrieval.vocabulary import NEGATIONS, Term, accepts, extract_terms, item_values, tokens
-from synth_data.grounding import OPEN_GROUPS, check, clauses, judge, primary
+from retrieval.vocabulary import NEGATIONS, Term, accepts, item_values
+from synth_data.grounding import OPEN_GROUPS, by_word, check, clauses, judge, read_clause
 from synth_data.phrasing import Bank, ItemView, article, cap, join
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,8 @@ def _request_terms(request: str) -> tuple[RequestTerm, ...]:
     out: list[RequestTerm] = []
     seen: set[tuple] = set()
     for clause in clauses(request):
-        toks = tokens(clause)
-        by_word: dict[tuple, list[Term]] = {}
-        for t in primary(extract_terms(clause)):
-            by_word.setdefault((t.start, t.phrase, t.negated), []).append(t)
-        for readings in by_word.values():
+        toks, terms, _ = read_clause(clause)
+        for readings in by_word(terms):
             key = tuple(sorted((t.kind, t.value, t.negated) for t in readings))
             if key in seen:
                 continue
