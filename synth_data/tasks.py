@@ -106,6 +106,15 @@ class AttributeCandidates:
         return [self.ids[i] for i in rows[order]]
 
 
+def searcher_candidates(searcher) -> Candidates:
+    """Candidates from any object with `search(query, k) -> [hit with .id]`, e.g. the lead's
+    `retrieval.search.Searcher`: the dense + attribute retrieval whyrec serves with."""
+    def candidates(request: str, k: int = 20) -> list[str]:
+        return [h.id for h in searcher.search(request, k)] if request.strip() else []
+
+    return candidates
+
+
 # ----- shopper requests -----
 OCCASIONS_SPORT = ["for the gym", "for yoga", "for running", "for workouts", "for training", "to work out in"]
 OCCASIONS_FREE = ["for work", "for a wedding", "for summer", "for a night out", "for everyday", "for holidays",

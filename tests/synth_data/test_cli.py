@@ -54,3 +54,14 @@ def test_explain_errors(catalog_dir, capsys):
     assert "not in the catalog" in capsys.readouterr().err
     assert main(["explain", "x", "001", "--catalog", catalog_dir, "--backend", "nope"]) == 2
     assert "unknown explainer" in capsys.readouterr().err
+
+
+def test_catalog_from_a_config_file(catalog_dir, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"catalog:\n  dir: {catalog_dir}\n")
+    assert main(["explain", "a red dress", "005", "--config", str(cfg)]) == 0
+    assert "red" in capsys.readouterr().out
+    from synth_data.config import load_config
+
+    assert load_config(cfg).catalog == catalog_dir
+    assert load_config(cfg, catalog="elsewhere").catalog == "elsewhere"

@@ -196,3 +196,29 @@ def test_config_errors():
     assert cfg.openai.model == "m1" and cfg.openai.concurrency == 2
     with pytest.raises(ValueError, match="unknown generator"):
         get_generator("nope")
+
+
+@pytest.mark.slow
+def test_searcher_plugs_in_as_candidates(catalog, tmp_path):
+    """The lead's Searcher (a tiny random open_clip encoder + a real FAISS index over the fixture
+    catalog; its attribute re-ranking is the real one) as the planner's candidate source."""
+    import torch
+
+    from retrieval.search import Searcher, build_index
+    from synth_data.tasks import searcher_candidates
+
+    torch.set_num_threads(1)
+    tiny = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    cfg = {"catalog": {"dir": str(catalog.save(tmp_path / "catalog"))},
+           "encoder": {"name": "openclip", "model": "whyrec-tiny-synth", "model_config": tiny, "threads": 1,
+                       "cache_dir": str(tmp_path / "features")},
+           "index": {"dir": str(tmp_path / "index")}}
+    build_index(cfg)
+    searcher = Searcher.from_config(cfg)
+    cands = searcher_candidates(searcher)
+    ids = cands("black trainers", 5)
+    assert len(ids) == 5 and ids[0] == "006"  # the attribute part of the search puts the match first
+    out = load_config(None, n=30, out=str(tmp_path / "out"), seed=2, kinds={"rationale": 1.0, "comparison": 1.0})
+    report = generate(searcher.catalog, out, candidates=cands, progress=False)
+    assert report.accepted == 30 and report.rejected == 0 and report.kinds.get("comparison", 0) > 0
