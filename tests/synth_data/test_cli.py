@@ -65,3 +65,19 @@ def test_catalog_from_a_config_file(catalog_dir, tmp_path, capsys):
 
     assert load_config(cfg).catalog == catalog_dir
     assert load_config(cfg, catalog="elsewhere").catalog == "elsewhere"
+
+
+def test_synth_generate_openai_backend_from_flags(catalog_dir, tmp_path, capsys, monkeypatch):
+    from test_openai import FakeChat, answer_by_item
+
+    monkeypatch.setenv("WHYREC_CLI_KEY", "sk-cli")
+    with FakeChat(answer_by_item) as srv:
+        args = ["synth", "generate", "--backend", "openai", "-n", "5", "--catalog", catalog_dir, "--out", str(tmp_path / "o"),
+                "--base-url", srv.url, "--model", "cli-model", "--api-key-env", "WHYREC_CLI_KEY", "--concurrency", "2",
+                "--cache-dir", str(tmp_path / "cache"), "--kinds", "description=1", "--no-progress"]
+        assert main(args) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["backend"] == "openai" and report["accepted"] == 5
+        assert srv.requests and {r["body"]["model"] for r in srv.requests} == {"cli-model"}
+        assert {r["auth"] for r in srv.requests} == {"Bearer sk-cli"}
+        assert report["generator"]["requests"] == len(srv.requests)

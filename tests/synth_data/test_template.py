@@ -222,3 +222,27 @@ def test_searcher_plugs_in_as_candidates(catalog, tmp_path):
     out = load_config(None, n=30, out=str(tmp_path / "out"), seed=2, kinds={"rationale": 1.0, "comparison": 1.0})
     report = generate(searcher.catalog, out, candidates=cands, progress=False)
     assert report.accepted == 30 and report.rejected == 0 and report.kinds.get("comparison", 0) > 0
+
+
+def test_shopper_phrases_read_as_what_they_mean():
+    """Every fixed shopper phrase the planner uses is read by the vocabulary as intended."""
+    from synth_data.tasks import AUDIENCE, FIT_AVOID, FIT_WANT, OCCASIONS_FREE, OCCASIONS_SPORT, PATTERN_AVOID
+
+    def read(p):
+        return {(t.kind, t.value, t.negated) for t in extract_terms(p)}
+
+    for p in OCCASIONS_SPORT:
+        assert read(p) == {("department", "sport", False)}, p
+    for p in OCCASIONS_FREE:
+        assert read(p) == set(), p
+    for value, phrases in AUDIENCE.items():
+        for p in phrases:
+            assert read(p) == {("department", value, False)}, p
+    for value, phrases in FIT_WANT.items():
+        for p in phrases:
+            assert read(p) == {("fit", value, False)}, p
+    for value, phrases in FIT_AVOID.items():
+        for p in phrases:
+            assert read(p) == {("fit", value, True)}, p
+    for p in PATTERN_AVOID:
+        assert read(p) == {("pattern", "printed", True)}, p
