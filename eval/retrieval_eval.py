@@ -34,6 +34,7 @@ class RetrievalEvalConfig:
     """`eval_retrieval:` section."""
 
     heads: str | None = None  # lit heads folder (also names the held-out items)
+    encoder: dict = field(default_factory=dict)  # or any `encoder:` config (EncoderConfig fields), e.g. openclip
     gallery: str = "heldout"  # heldout | all
     max_queries: int | None = None  # a seeded sample of query items per task (quick runs)
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
