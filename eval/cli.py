@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--explanations", nargs="+", help="JSONL files of explanations (item_id, text, backend, reference...)")
     p.add_argument("--references", help="instruction data in LLaVA form whose gpt answers are the references")
+    p.add_argument("--instructions", help="instruction data (LLaVA form) whose requests the --generate backends explain")
+    p.add_argument("--generate", nargs="+", help="explainer backends to run: grounded, llava, or label=name:key=value")
+    p.add_argument("--max-records", type=int, help="explain a seeded sample of this many instruction records")
     p.add_argument("--checker", help="grounding checker module:function (default synth_data.grounding:check)")
     p.add_argument("--no-grounding", action="store_true", help="leave grounding precision / hallucination out")
     p.set_defaults(func=_eval, evaluation="explain")
@@ -82,7 +85,8 @@ def _overrides(args) -> dict:
     elif name == "retrieval":
         o.update(heads=args.heads, gallery=args.gallery, max_queries=args.max_queries)
     elif name == "explain":
-        o.update(explanations=args.explanations, references=args.references, checker=args.checker)
+        o.update(explanations=args.explanations, references=args.references, checker=args.checker, instructions=args.instructions,
+                 generate=args.generate, max_records=args.max_records)
     elif name == "ab":
         o.update(a=args.a, b=args.b, b_perturb=args.b_perturb, sessions=args.sessions, mode=args.mode, heads=args.heads,
                  item_vectors=args.item_vectors)

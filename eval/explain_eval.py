@@ -69,6 +69,47 @@ def references_from_instructions(records: Iterable[dict]) -> dict[str, list[str]
     return dict(out)
 
 
+def parse_backend(spec: str) -> tuple[str, str, dict[str, str]]:
+    """"name" or "label=name:key=value,key=value" -> (label, explainer name, factory kwargs)."""
+    label, _, rest = spec.partition("=") if "=" in spec.split(":", 1)[0] else (None, "", spec)
+    name, _, args = rest.partition(":")
+    kwargs = dict(a.split("=", 1) for a in args.split(",") if a) if args else {}
+    return label or spec, name, kwargs
+
+
+def _request_of(record: dict) -> str:
+    human = next((t["value"] for t in record.get("conversations", []) if t.get("from") == "human"), "")
+    return human.replace("<image>", "").strip()
+
+
+def generate_explanations(instructions: list[dict], catalog: Catalog, backends: list[str], kinds: list[str] | None = None,
+                          max_records: int | None = None, seed: int = 0) -> list[dict]:
+    """Explanations of each backend for the requests of instruction records (LLaVA form), with the
+    records' gpt answers as references. Backends are `synth_data.explain` explainers by name
+    ("grounded", "llava" once llava_tuning registers it), optionally "label=name:key=value"."""
+    from synth_data.explain import gather_evidence, get_explainer
+
+    recs = [r for r in instructions if (not kinds or r.get("kind") in kinds) and str(r.get("item_id")) in catalog and _request_of(r)]
+    if max_records is not None and len(recs) > max_records:
+        rng = np.random.default_rng(seed)
+        recs = [recs[i] for i in sorted(rng.choice(len(recs), max_records, replace=False))]
+    if not recs:
+        raise ValueError("no instruction records with a request and a catalog item to explain")
+    out = []
+    for spec in backends:
+        label, name, kwargs = parse_backend(spec)
+        if name == "llava":
+            importlib.import_module("llava_tuning")  # registers the llava explainer
+        explainer = get_explainer(name, **kwargs)
+        for r in tqdm(recs, desc=f"explaining with {label}", unit="expl", mininterval=5):
+            request, product = _request_of(r), catalog[str(r["item_id"])]
+            rat = explainer.explain(request, product, gather_evidence(request, product))
+            refs = [t["value"] for t in r.get("conversations", []) if t.get("from") == "gpt"]
+            out.append({"id": r.get("id"), "item_id": product.id, "kind": r.get("kind"), "request": request, "text": rat.text,
+                        "backend": label, "references": refs, "fallback_reason": getattr(rat, "fallback_reason", None)})
+    return out
+
+
 def _features(raw) -> set[T.Feature]:
     out = set()
     for f in raw or []:
@@ -116,8 +157,8 @@ def evaluate_explanations(records: list[dict], catalog: Catalog, check: Callable
             for k, v in T.rouge_scores(texts[i], refs[i]).items():
                 cols[k].append(v)
         if check is not None:
-            for t, p in tqdm(list(zip(texts, products)), desc=f"grounding {backend}", unit="expl", mininterval=5):
-                for k, v in T.grounding_scores(check, t, p).items():
+            for r, t, p in tqdm(list(zip(recs, texts, products)), desc=f"grounding {backend}", unit="expl", mininterval=5):
+                for k, v in T.grounding_scores(check, t, p, r.get("request")).items():
                     cols[k].append(v)
         for k, vals in cols.items():
             est = M.bootstrap_ci(vals, bootstrap, seed=seed)
@@ -129,6 +170,9 @@ def evaluate_explanations(records: list[dict], catalog: Catalog, check: Callable
                 boots = [T.bleu_from_stats(stats[b].sum(0), n) for b in idx]
                 lo, hi = np.quantile(boots, [0.025, 0.975])
                 res[f"bleu{n}"] = {"mean": T.bleu_from_stats(stats.sum(0), n), "low": float(lo), "high": float(hi), "n": len(with_ref)}
+        fallbacks = [r.get("fallback_reason") for r in recs if "fallback_reason" in r]
+        if fallbacks:
+            res["fallback_rate"] = sum(bool(f) for f in fallbacks) / len(fallbacks)
         res["unique_sentence_ratio"] = T.unique_sentence_ratio(texts)
         res["distinct1"] = T.distinct_n(texts, 1)
         res["distinct2"] = T.distinct_n(texts, 2)

@@ -15,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from eval.ab import ABConfig, run_ab
-from eval.explain_eval import (DEFAULT_CHECKER, evaluate_explanations, explain_markdown, load_checker, read_jsonl,
-                               references_from_instructions)
+from eval.explain_eval import (DEFAULT_CHECKER, evaluate_explanations, explain_markdown, generate_explanations, load_checker,
+                               read_jsonl, references_from_instructions)
 from eval.rec_eval import MAIN_COLUMNS, RecEvalConfig, evaluate_recommenders, rec_markdown
 from eval.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval, held_out_ids, retrieval_markdown
 
@@ -290,6 +290,10 @@ class ExplainEvalConfig:
 
     explanations: list[str] = field(default_factory=list)  # JSONL files of generated explanations
     references: str | None = None  # instruction data (LLaVA form) giving reference answers
+    instructions: str | None = None  # instruction data whose requests the `generate` backends explain
+    generate: list[str] = field(default_factory=list)  # explainer backends: "grounded", "label=llava:key=value"
+    kinds: list[str] = field(default_factory=lambda: ["rationale"])  # instruction kinds to explain
+    max_records: int | None = 500
     checker: str | None = DEFAULT_CHECKER  # module:function with the grounding contract; None: no grounding
     bootstrap: int = 1000
     seed: int = 0
@@ -298,17 +302,26 @@ class ExplainEvalConfig:
 def run_explain(data: str, cfg: ExplainEvalConfig) -> dict:
     from eval.data import load_catalog
 
-    if not cfg.explanations:
-        raise ValueError("give at least one JSONL file of explanations (--explanations FILE)")
+    if not cfg.explanations and not cfg.generate:
+        raise ValueError("give JSONL files of explanations (--explanations FILE) or backends to run (--generate NAME --instructions FILE)")
+    if cfg.generate and not cfg.instructions:
+        raise ValueError("--generate needs --instructions FILE (instruction data whose requests are explained)")
     catalog = load_catalog(data)
     records = []
     for path in cfg.explanations:
         for r in read_jsonl(path):
             r.setdefault("backend", Path(path).stem)
             records.append(r)
-    refs = references_from_instructions(read_jsonl(cfg.references)) if cfg.references else None
+    instructions = read_jsonl(cfg.instructions) if cfg.instructions else []
+    if cfg.generate:
+        records += generate_explanations(instructions, catalog, cfg.generate, cfg.kinds, cfg.max_records, cfg.seed)
+    refs = references_from_instructions(read_jsonl(cfg.references) if cfg.references else instructions) or None
     check = load_checker(cfg.checker) if cfg.checker else None
-    return evaluate_explanations(records, catalog, check, refs, cfg.bootstrap, cfg.seed)
+    result = evaluate_explanations(records, catalog, check, refs, cfg.bootstrap, cfg.seed)
+    for backend, res in result.items():  # a few examples to read next to the numbers
+        res["examples"] = [{k: r.get(k) for k in ("item_id", "request", "text", "fallback_reason") if r.get(k) is not None}
+                           for r in records if str(r.get("backend", "unknown")) == backend][:10]
+    return result
 
 
 def run_ab_eval(data: str, cfg: ABConfig) -> dict:

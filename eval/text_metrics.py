@@ -18,6 +18,7 @@ Features are the attribute terms of `retrieval.vocabulary` (kind, value), never 
 """
 from __future__ import annotations
 
+import inspect
 import math
 import re
 from collections import Counter
@@ -169,9 +170,17 @@ def feature_diversity(generated: Sequence[set[Feature]], max_pairs: int = 200_00
 
 
 # ----------------------------------------------------------------------------- grounding
-def grounding_scores(check: Callable, text: str, product) -> dict[str, float]:
-    """Per-explanation grounding via a checker with the `synth_data.grounding.check` contract."""
-    res = check(text, product)
+def _takes_request(check: Callable) -> bool:
+    try:
+        return "request" in inspect.signature(check).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def grounding_scores(check: Callable, text: str, product, request: str | None = None) -> dict[str, float]:
+    """Per-explanation grounding via a checker with the `synth_data.grounding.check` contract. The
+    request goes along when the checker takes it (words quoted from the request are not claims)."""
+    res = check(text, product, request=request) if request and _takes_request(check) else check(text, product)
     n_sup, n_con, n_not = len(res.supported), len(res.contradicted), len(res.not_stated)
     return {"grounding_precision": float(res.precision), "hallucinated": float(not res.ok),
             "claims": float(n_sup + n_con), "contradicted": float(n_con), "not_stated": float(n_not)}

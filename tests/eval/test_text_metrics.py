@@ -121,3 +121,24 @@ def test_references_from_instruction_records(tmp_path):
         read_jsonl(p)
     with pytest.raises(ValueError, match="not available"):
         load_checker("no_such_module:check")
+
+
+def test_parse_backend():
+    from eval.explain_eval import parse_backend
+
+    assert parse_backend("grounded") == ("grounded", "grounded", {})
+    assert parse_backend("llava:adapter=a/b,max_new_tokens=40") == ("llava:adapter=a/b,max_new_tokens=40", "llava",
+                                                                    {"adapter": "a/b", "max_new_tokens": "40"})
+    assert parse_backend("tuned=llava:adapter=x") == ("tuned", "llava", {"adapter": "x"})
+
+
+def test_request_reaches_a_checker_that_takes_it():
+    seen = []
+
+    def check(text, product, request=None):
+        seen.append(request)
+        return Result()
+
+    T.grounding_scores(check, "a red dress", catalog()["2"], request="red dress please")
+    T.grounding_scores(vocab_check, "a red dress", catalog()["2"], request="red dress please")
+    assert seen == ["red dress please"]
