@@ -149,7 +149,8 @@ def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, 
         ranks, n_cand = M.ranks_of(S[r], t, keys, ex)
         vals = M.ranking_metrics(ranks, n_cand, ks)
         # same negatives for every model (seeded by shopper row): a paired comparison
-        vals[f"auc_sampled{n_neg}"] = M.sampled_auc(S[r], t, keys, n_neg, np.random.default_rng([seed, r]), ex)
+        for name, v in M.sampled_metrics(S[r], t, keys, n_neg, np.random.default_rng([seed, r]), ex).items():
+            vals[f"{name}_sampled{n_neg}"] = v
         if names is None:
             names = list(vals)
         rows.append([vals[n] for n in names])
@@ -273,7 +274,8 @@ def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, da
         for name in timing:
             lat = timing[name].get("latency_ms", [])
             timing[name]["latency_p50_ms"] = round(float(np.percentile(lat, 50)), 2) if lat else None
-        result["modes"][mode] = {"split": {**split.summary(), "evaluated_users": len(users)}, "timings": timing,
+        result["modes"][mode] = {"split": {**split.summary(), "evaluated_users": len(users),
+                                           "evaluated_test_items": sum(len(t) for t in targets)}, "timings": timing,
                                  "hybrid": hybrid_info, "tables": tables, "wall_s": round(time.time() - t_mode, 1)}
         del scores
     result["wall_s"] = round(time.time() - t_all, 1)
@@ -294,15 +296,17 @@ def rec_markdown(result: dict) -> str:
     """The tables of `evaluate_recommenders` as Markdown (main metrics, slices, hybrid differences)."""
     out = [f"# Recommendation evaluation: {result.get('data', '')}", "",
            f"{result['items']} items, {result['purchases']} purchases. Bootstrap 95% intervals in brackets; "
-           "`auc` ranks the test item against the full catalog, `auc_sampledN` against N random negatives.", ""]
+           "Metrics rank the test item against the full catalog; `*_sampledN` against N random negatives instead "
+           "(uniform sampled AUC estimates the full AUC; sampled hit/NDCG are inflated and shown only for comparison with papers "
+           "that use them).", ""]
     for mode, res in result["modes"].items():
         sp = res["split"]
-        out += [f"## Split `{mode}`: {sp['evaluated_users']} shoppers, {sp['test_items']} test items "
+        out += [f"## Split `{mode}`: {sp['evaluated_users']} shoppers, {sp['evaluated_test_items']} test items "
                 f"({sp['skipped_users']} shoppers without training history skipped); {res['wall_s']} s", ""]
         for tname, table in res["tables"].items():
             allrows = table["slices"]["all"]["models"]
             models = list(allrows)
-            ns = [c for c in next(iter(allrows.values())) if c.startswith("auc_sampled")]
+            ns = [c for c in next(iter(allrows.values())) if "_sampled" in c]
             cols = list(MAIN_COLUMNS) + ns
             w = res["hybrid"].get(tname, {}).get("weights")
             out += [f"### {mode} / {tname.replace('_', ' ')}", ""]

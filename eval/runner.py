@@ -189,7 +189,7 @@ def rec_summary(result: dict) -> dict:
         m: dict[str, Any] = {"split": res["split"], "wall_s": res["wall_s"], "tables": {},
                              "timings": {k: {kk: v for kk, v in t.items() if kk != "latency_ms"} for k, t in res["timings"].items()}}
         for tname, table in res["tables"].items():
-            t = {"all": {model: {c: round(mets[c]["mean"], 4) for c in (*MAIN_COLUMNS, *[x for x in mets if x.startswith("auc_sampled")])}
+            t = {"all": {model: {c: round(mets[c]["mean"], 4) for c in (*MAIN_COLUMNS, *[x for x in mets if "_sampled" in x])}
                          for model, mets in table["slices"]["all"]["models"].items()},
                  "ci_ndcg@10": {model: [round(mets["ndcg@10"]["low"], 4), round(mets["ndcg@10"]["high"], 4)]
                                 for model, mets in table["slices"]["all"]["models"].items()},

@@ -111,3 +111,18 @@ def test_sample_size():
     assert m.sample_size_two_means(0.1, 1.0) == pytest.approx(1569.8, abs=0.5)
     assert m.sample_size_one_mean(0.1, 1.0) == pytest.approx(784.9, abs=0.5)
     assert m.sample_size_two_means(0.0, 1.0) == float("inf")
+
+
+def test_sampled_hit_and_ndcg_are_inflated():
+    # the target outranks 990 of 1000 items: full-catalog rank 11, but among 100 random negatives ~rank 2
+    scores = np.arange(1000, dtype=float)
+    keys = np.arange(1000)
+    ranks, n = m.ranks_of(scores, [989], keys)
+    assert ranks == [11.0] and m.hit_rate_at_k(ranks, 10) == 0.0
+    rng = np.random.default_rng(0)
+    runs = [m.sampled_metrics(scores, [989], keys, 100, rng) for _ in range(200)]
+    assert np.mean([r["hit@10"] for r in runs]) > 0.99
+    assert np.mean([r["auc"] for r in runs]) == pytest.approx(m.auc(ranks, n), abs=0.005)
+    ex = np.zeros(1000, bool)
+    ex[989] = True
+    assert m.sampled_metrics(scores, [989], keys, 100, rng, ex) == {"auc": 0.0, "hit@10": 0.0, "ndcg@10": 0.0}
