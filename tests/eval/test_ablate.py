@@ -78,3 +78,27 @@ def test_cli_errors(tmp_path, capsys):
     bad.write_text("ablation: {name: x, evaluation: rec}\n")
     assert main(["ablate", str(bad)]) == 2
     assert "no data path" in capsys.readouterr().err
+
+
+def test_shipped_ablation_configs_are_valid():
+    """Every configs/ablations/*.yaml names a known evaluation and builds a valid config per grid point."""
+    from pathlib import Path
+
+    from eval.runner import get_evaluation
+    from retrieval.config import from_dict, load_yaml
+
+    files = sorted(Path("configs/ablations").glob("*.yaml"))
+    assert files
+    for f in files:
+        cfg = from_dict(AblationConfig, load_yaml(f)["ablation"], f.name)
+        ev = get_evaluation(cfg.evaluation)
+        for point in grid_points(cfg.grid):
+            build_config(ev.config_cls, cfg.base, point)
+
+
+def test_eval_config_sections_are_valid():
+    from eval.runner import EVALUATIONS
+    from retrieval.config import section
+
+    for ev in EVALUATIONS.values():
+        section("configs/eval.yaml", ev.section, ev.config_cls)
