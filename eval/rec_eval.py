@@ -51,6 +51,8 @@ SLICE_HELP = {
 @dataclass
 class HybridConfig:
     components: list[str] = field(default_factory=lambda: ["content", "tfidf", "bpr", "repeat", "pop_recent"])
+    search: str = "coordinate"  # coordinate (one weight at a time over `values`) | simplex (grid at `step`)
+    values: list[float] = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
     step: float = 0.2  # simplex grid step of the weights
     metric_k: int = 10  # weights maximise validation NDCG@k
 
@@ -231,7 +233,8 @@ def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, da
                 kind = spec.pop("kind", c)
                 vstd[c] = standardise(create_recommender(kind, ctx, **spec).fit(vdata).score(vusers))
             for excl in cfg.exclude_bought:
-                w, grid = select_weights(vstd, vtargets, keys, vdata.bought_mask(vusers) if excl else None, cfg.hybrid.step, cfg.hybrid.metric_k)
+                w, grid = select_weights(vstd, vtargets, keys, vdata.bought_mask(vusers) if excl else None, cfg.hybrid.step,
+                                         cfg.hybrid.metric_k, cfg.hybrid.search, cfg.hybrid.values)
                 weights[excl] = w
                 hybrid_info[TABLES[excl]] = {"weights": w, "validation_ndcg": max(g[f"ndcg@{cfg.hybrid.metric_k}"] for g in grid),
                                              "grid": grid}

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from eval import metrics as M
-from eval.recommenders import (BPR, Content, Hybrid, ModelContext, Popularity, Repeat, TfidfKNN, TrainData,
-                               create_recommender, select_weights, simplex_grid, standardise)
+from eval.recommenders import (BPR, Content, Hybrid, ModelContext, Popularity, Repeat, TfidfKNN, TrainData, blend,
+                               create_recommender, select_weights, simplex_grid, standardise, user_ndcg)
 from eval.splits import leave_last_out, purchases
 
 T = pd.Timestamp("2020-01-01")
@@ -37,6 +37,7 @@ def test_repeat_history_first_by_recency():
     s = Repeat().fit(d).score(["a"])[0]
     # a bought i1 (day 0), i1 (day 1), i2 (day 5): i2 then i1, then the rest by popularity (i3 first)
     assert list(np.argsort(-s)) == [2, 1, 3, 4, 0]
+    assert s[3] < 1e-3 < 2 <= s[1]  # the popularity part only orders the rest
 
 
 def test_tfidf_similar_text_ranks_first():
@@ -102,9 +103,40 @@ def test_simplex_grid_and_weight_selection():
     good = rng.normal(size=(n_users, n_items))
     good[np.arange(n_users), [t[0] for t in targets]] += 2.5  # knows the answer, not by a wide margin
     noise = rng.normal(size=(n_users, n_items))
-    w, grid = select_weights({"good": standardise(good), "noise": standardise(noise)}, targets, M.tie_keys(n_items), None, 0.25)
+    w, grid = select_weights({"good": standardise(good), "noise": standardise(noise)}, targets, M.tie_keys(n_items), None, 0.25,
+                             search="simplex")
     assert w == {"good": 1.0, "noise": 0.0}
     assert len(grid) == 5
+    with pytest.raises(ValueError):
+        select_weights({"good": good}, targets, M.tie_keys(n_items), None, search="random")
+
+
+def test_coordinate_search_finds_history_first_then_similar():
+    """A knows the shopper's history (recency order), B the right new item but puts history items on top
+    in a random order: the best blend is A with a small weight on B, which a coarse simplex cannot express."""
+    rng = np.random.default_rng(1)
+    n_users, n_items, keys = 400, 60, M.tie_keys(60)
+    A = np.zeros((n_users, n_items))
+    B = rng.normal(0, 0.1, (n_users, n_items))
+    targets = []
+    for u in range(n_users):
+        hist = rng.choice(n_items, 8, replace=False)
+        A[u, hist] = 10 + np.arange(8) / 8  # the last one is the most recent
+        B[u, hist] = 5 + rng.random(8)
+        if u % 2:
+            targets.append([int(hist[-1])])  # a re-buy of the most recent item
+        else:
+            new = int(rng.choice(np.setdiff1d(np.arange(n_items), hist)))
+            B[u, new] = 3  # below every history item, above the rest
+            targets.append([new])
+    Z = {"A": standardise(A), "B": standardise(B)}
+    single = {m: user_ndcg(Z[m], targets, keys, None).mean() for m in Z}
+    w, tried = select_weights(Z, targets, keys, None)
+    best = user_ndcg(blend(Z, w), targets, keys, None).mean()
+    assert w["A"] == 1.0 and 0 < w["B"] < 0.3
+    assert best > max(single.values()) + 0.1
+    ws, _ = select_weights(Z, targets, keys, None, step=0.25, search="simplex")
+    assert best > user_ndcg(blend(Z, ws), targets, keys, None).mean() + 0.05
 
 
 def test_hybrid_scores_are_the_blend(synth_catalog):
