@@ -377,7 +377,9 @@ def select_weights(standardised: dict[str, np.ndarray], targets: list[list[int]]
                         best, changed = w, True
             if not changed:
                 break
-    log.info("hybrid weights %s: validation ndcg@%d %.4f (%d blends tried)", best, k, value(best), len(tried))
+    top = max(best.values())
+    best = {n: round(v / top, 6) for n, v in best.items()}  # scale-free: the largest weight is 1
+    log.info("hybrid weights %s: validation ndcg@%d %.4f (%d blends tried)", best, k, max(tried.values()), len(tried))
     return best, [{"weights": dict(zip(names, key)), f"ndcg@{k}": v} for key, v in tried.items()]
 
 

@@ -36,7 +36,7 @@ def test_tables_shape(result):
                 assert est["low"] - 1e-9 <= est["mean"] <= est["high"] + 1e-9
             assert set(table["hybrid_vs"]) == set(FAST_MODELS)
         w = mode["hybrid"]["with_bought"]["weights"]
-        assert abs(sum(w.values()) - 1) < 1e-9
+        assert max(w.values()) == 1.0 and min(w.values()) >= 0
 
 
 def test_repeat_slice_and_exclusion(result):
