@@ -33,6 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--models", nargs="+", help="only these model names (of the config's models)")
     p.add_argument("--heads", help="lit heads folder: item vectors for the content model")
     p.add_argument("--item-vectors", help=".npy item vectors in catalog order (or with FILE.ids.txt) for the content model")
+    p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
     p.add_argument("--max-users", type=int, help="evaluate a seeded sample of shoppers (quick runs)")
     p.add_argument("--hybrid-step", type=float, help="simplex grid step for the hybrid weights")
     p.set_defaults(func=_eval, evaluation="rec")
@@ -42,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--heads", help="lit heads folder (its held_out_ids.txt names the held-out items)")
     p.add_argument("--gallery", choices=["heldout", "all"], help="held-out items (default) or the whole catalog")
     p.add_argument("--max-queries", type=int, help="a seeded sample of queries per task")
+    p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
     p.set_defaults(func=_eval, evaluation="retrieval")
 
     p = sub.add_parser("explain", help="explanation metrics per backend (grounding, BLEU, ROUGE, diversity, features)")
@@ -64,6 +66,7 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=["item", "basket"], help="which held-out purchases are 'bought next'")
     p.add_argument("--heads", help="lit heads folder (content model)")
     p.add_argument("--item-vectors", help=".npy item vectors (content model)")
+    p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
     p.set_defaults(func=_eval, evaluation="ab")
 
     p = subparsers.add_parser("ablate", help="run a grid of evaluation configs (configs/ablations/NAME.yaml), log to MLflow")
@@ -79,17 +82,17 @@ def _overrides(args) -> dict:
     name = args.evaluation
     o = {"bootstrap": args.bootstrap, "seed": args.seed}
     if name == "rec":
-        o.update(modes=args.modes, heads=args.heads, item_vectors=args.item_vectors, max_users=args.max_users)
+        o.update(modes=args.modes, heads=args.heads, item_vectors=args.item_vectors, max_users=args.max_users, cache_dir=args.cache_dir)
         if args.exclude_bought:
             o["exclude_bought"] = {"both": [False, True], "yes": [True], "no": [False]}[args.exclude_bought]
     elif name == "retrieval":
-        o.update(heads=args.heads, gallery=args.gallery, max_queries=args.max_queries)
+        o.update(heads=args.heads, gallery=args.gallery, max_queries=args.max_queries, cache_dir=args.cache_dir)
     elif name == "explain":
         o.update(explanations=args.explanations, references=args.references, checker=args.checker, instructions=args.instructions,
                  generate=args.generate, max_records=args.max_records)
     elif name == "ab":
         o.update(a=args.a, b=args.b, b_perturb=args.b_perturb, sessions=args.sessions, mode=args.mode, heads=args.heads,
-                 item_vectors=args.item_vectors)
+                 item_vectors=args.item_vectors, cache_dir=args.cache_dir)
     return o
 
 
