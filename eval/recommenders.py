@@ -181,7 +181,7 @@ class TfidfKNN(Recommender):
 
     def score(self, users: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(users), self.data.n_items), np.float32)
-        for r, u in enumerate(users):
+        for r, u in enumerate(tqdm(users, desc="tfidf kNN", unit="shopper", mininterval=5, disable=len(users) < 50)):
             items, days = self.data.history(u)
             if not len(items):
                 continue
