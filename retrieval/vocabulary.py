@@ -289,6 +289,21 @@ def accepts(kind: str, value: str) -> frozenset[str]:
     return frozenset(out)
 
 
+# Nouns for a garment's parts: a fit word right before one describes the part ("wide shoulder
+# straps", "regular waist", "straight hem"), not how the garment fits.
+FIT_PART_NOUNS = frozenset({
+    "sleeves", "sleeve", "sides", "ribbing", "lace", "elastication", "elasticated", "elastic", "shoulder", "shoulders",
+    "waistband", "waist", "flounce", "flounces", "buttoned", "neckline", "hem", "straps", "strap", "trim", "cuffs",
+    "cuff", "collar", "band", "hood", "opening", "armholes", "pleats", "frill", "frills", "ruffle", "ruffles", "panel",
+    "panels", "drawstring", "tie", "ties", "belt", "brim", "lapels", "rib", "ribbed", "smocking", "yoke", "gusset",
+})
+
+
+def _names_a_part(t: Term, toks: list[str]) -> bool:
+    nxt = t.start + len(t.phrase.split())
+    return nxt < len(toks) and toks[nxt] in FIT_PART_NOUNS
+
+
 def item_values(p: Product) -> dict[str, set[str]]:
     """The vocabulary values an item's facts back, per kind. Structured attributes first; material,
     fit and pattern words are also read from the title and description (H&M has no material field)."""
@@ -302,10 +317,14 @@ def item_values(p: Product) -> dict[str, set[str]]:
                 out[kind].add(v)
                 if kind == "colour":
                     break  # the specific colour wins over the coarse master colour
-    text_terms = extract_terms(f"{p.title}. {p.description}", ("material", "fit", "pattern", "product_type"))
+    text = f"{p.title}. {p.description}"
+    text_terms = extract_terms(text, ("material", "fit", "pattern", "product_type"))
+    toks = tokens(text)
     for t in text_terms:
         if t.negated:
             continue
+        if t.kind == "fit" and _names_a_part(t, toks):
+            continue  # "wide sleeves", "regular waist": a detail's shape, not the garment's fit
         if t.kind in ("material", "fit") or (t.kind == "pattern" and t.value in ("lace", "embroidered", "sparkly", "mesh", "denim")):
             out[t.kind].add(t.value)
         if t.kind == "product_type" and not out["product_type"]:
