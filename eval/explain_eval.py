@@ -78,6 +78,10 @@ def parse_backend(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def _request_of(record: dict) -> str:
+    """The shopper's words: the record's meta.request (synth_data writes it), else the human turn."""
+    req = (record.get("meta") or {}).get("request") or record.get("request")
+    if req:
+        return str(req)
     human = next((t["value"] for t in record.get("conversations", []) if t.get("from") == "human"), "")
     return human.replace("<image>", "").strip()
 

@@ -142,3 +142,22 @@ def test_request_reaches_a_checker_that_takes_it():
     T.grounding_scores(check, "a red dress", catalog()["2"], request="red dress please")
     T.grounding_scores(vocab_check, "a red dress", catalog()["2"], request="red dress please")
     assert seen == ["red dress please"]
+
+
+def test_generate_with_the_grounded_explainer_and_real_checker():
+    """synth_data's template explainer and grounding checker, end to end (they never contradict the catalog)."""
+    pytest.importorskip("synth_data.explain")
+    from eval.explain_eval import generate_explanations
+
+    inst = [{"id": f"r{i}", "item_id": pid, "kind": "rationale", "meta": {"request": req},
+             "conversations": [{"from": "human", "value": f"<image>\nA shopper asks: \"{req}\""}, {"from": "gpt", "value": ref}]}
+            for i, (pid, req, ref) in enumerate([("2", "a red dress", "This red dress matches: it is a dress in red."),
+                                                  ("1", "black jeans", "These are black jeans, as you asked."),
+                                                  ("1", "a white shirt", "This is not a shirt and it is black, not white.")])]
+    recs = generate_explanations(inst + [{"id": "q", "item_id": "2", "kind": "question", "meta": {"request": "x"}}],
+                                 catalog(), ["grounded"], kinds=["rationale"])
+    assert len(recs) == 3 and all(r["backend"] == "grounded" and r["text"] for r in recs)
+    assert recs[0]["request"] == "a red dress" and recs[0]["references"] == ["This red dress matches: it is a dress in red."]
+    res = evaluate_explanations(recs, catalog(), load_checker(), bootstrap=50)["grounded"]
+    assert res["hallucination_rate"]["mean"] == 0.0 and res["grounding_precision"]["mean"] == 1.0
+    assert res["n"] == 3 and 0 < res["rouge1"]["mean"] <= 1 and res["feature_match_ratio"] > 0
