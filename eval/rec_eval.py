@@ -187,14 +187,16 @@ def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, da
     frame = purchases(catalog)
     if frame.empty:
         raise ValueError("the catalog has no purchases to evaluate recommendations on")
+    t = time.time()
     vectors = load_item_vectors(catalog, cfg)
+    vectors_s = round(time.time() - t, 1)
     ctx = ModelContext([product_text(p) for p in catalog.products], vectors)
     model_specs = dict(cfg.models)
     if vectors is None and any(s.get("kind") == "content" for s in model_specs.values()):
         log.warning("no item vectors (--heads / --item-vectors): the content model is skipped")
         model_specs = {k: v for k, v in model_specs.items() if v.get("kind") != "content"}
     keys = M.tie_keys(len(catalog), cfg.seed)
-    result: dict[str, Any] = {"data": data_path, "items": len(catalog), "purchases": len(frame),
+    result: dict[str, Any] = {"data": data_path, "items": len(catalog), "purchases": len(frame), "item_vectors_s": vectors_s,
                               "config": asdict(cfg), "slices": SLICE_HELP, "modes": {}}
     for mode in cfg.modes:
         t_mode = time.time()

@@ -184,7 +184,8 @@ def rec_rows(result: dict) -> list[dict]:
 
 def rec_summary(result: dict) -> dict:
     """The printed JSON: main metrics per model and slice NDCG@10, weights, differences, timings."""
-    out = {"data": result["data"], "items": result["items"], "purchases": result["purchases"], "wall_s": result["wall_s"], "modes": {}}
+    out = {"data": result["data"], "items": result["items"], "purchases": result["purchases"], "wall_s": result["wall_s"],
+           "item_vectors_s": result.get("item_vectors_s"), "modes": {}}
     for mode, res in result["modes"].items():
         m: dict[str, Any] = {"split": res["split"], "wall_s": res["wall_s"], "tables": {},
                              "timings": {k: {kk: v for kk, v in t.items() if kk != "latency_ms"} for k, t in res["timings"].items()}}
