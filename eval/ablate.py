@@ -11,6 +11,9 @@ to MLflow (one parent run, one child run per grid point) and summarised in a Mar
       base: {modes: [item]}         # the evaluation's config (fields of its eval_* section)
       grid:                         # every combination is one run; dotted keys reach nested fields
         models.bpr.factors: [16, 64]
+      points:                       # optional: listed settings, each combined with every grid point
+        - {gallery: heldout, queries: heldout}
+        - {gallery: all, queries: heldout}
 """
 from __future__ import annotations
 
@@ -41,9 +44,12 @@ class AblationConfig:
     out: str = "var/ablations"
     base: dict = field(default_factory=dict)
     grid: dict[str, list] = field(default_factory=dict)
+    points: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         get_evaluation(self.evaluation)
+        if not all(isinstance(p, dict) for p in self.points):
+            raise ValueError("ablation points must be mappings of (dotted) config keys to values")
         for k, v in self.grid.items():
             if not isinstance(v, list) or not v:
                 raise ValueError(f"ablation grid entry {k!r} must be a non-empty list of values")
@@ -89,7 +95,7 @@ def run_ablation(config: str | Path | dict, data: str | None = None, tracking_ur
     if not Path(data).exists():
         raise FileNotFoundError(f"data path {data} does not exist")
     ev = get_evaluation(cfg.evaluation)
-    points = grid_points(cfg.grid)
+    points = [{**p, **g} for p in (cfg.points or [{}]) for g in grid_points(cfg.grid)]
     configs = [build_config(ev.config_cls, cfg.base, p) for p in points]  # validate all before running any
     tracker = Tracker(cfg.name, tracking_uri or cfg.tracking_uri, artifact_root or cfg.artifact_root)
     out_dir = Path(out or cfg.out)

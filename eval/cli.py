@@ -42,6 +42,7 @@ def register(subparsers) -> None:
     _common(p)
     p.add_argument("--heads", help="lit heads folder (its held_out_ids.txt names the held-out items)")
     p.add_argument("--gallery", choices=["heldout", "all"], help="held-out items (default) or the whole catalog")
+    p.add_argument("--queries", choices=["heldout", "all"], help="held-out items as queries (default) or every gallery item")
     p.add_argument("--max-queries", type=int, help="a seeded sample of queries per task")
     p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
     p.set_defaults(func=_eval, evaluation="retrieval")
@@ -86,7 +87,7 @@ def _overrides(args) -> dict:
         if args.exclude_bought:
             o["exclude_bought"] = {"both": [False, True], "yes": [True], "no": [False]}[args.exclude_bought]
     elif name == "retrieval":
-        o.update(heads=args.heads, gallery=args.gallery, max_queries=args.max_queries, cache_dir=args.cache_dir)
+        o.update(heads=args.heads, gallery=args.gallery, queries=args.queries, max_queries=args.max_queries, cache_dir=args.cache_dir)
     elif name == "explain":
         o.update(explanations=args.explanations, references=args.references, checker=args.checker, instructions=args.instructions,
                  generate=args.generate, max_records=args.max_records)

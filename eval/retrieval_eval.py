@@ -1,7 +1,9 @@
 """`whyrec eval retrieval`: cross-modal retrieval quality of an encoder on a catalog.
 
-Queries and gallery are the items held out of head training (`<heads>/held_out_ids.txt`, whole
-product groups) by default, or the whole catalog. For each query item:
+Queries are the items held out of head training (`<heads>/held_out_ids.txt`, whole product groups)
+by default, or every item; the gallery is the held-out items (default) or the whole catalog. Items
+the heads were trained on are easy (the heads have seen their image-text pairs): only held-out
+queries measure how the encoder does on new items. For each query item:
 - text->image: its text against every gallery image; relevant = its own image
   (`text_to_image_group`: any colour of the same product counts, which is what a shopper needs;
   H&M colour variants share a description, so the exact-item task is partly a colour task);
@@ -36,6 +38,7 @@ class RetrievalEvalConfig:
     heads: str | None = None  # lit heads folder (also names the held-out items)
     encoder: dict = field(default_factory=dict)  # or any `encoder:` config (EncoderConfig fields), e.g. openclip
     gallery: str = "heldout"  # heldout | all
+    queries: str = "heldout"  # heldout | all: which gallery items are queries (heldout needs heads that name them)
     max_queries: int | None = None  # a seeded sample of query items per task (quick runs)
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])
     bootstrap: int = 1000
@@ -45,8 +48,8 @@ class RetrievalEvalConfig:
     chunk: int = 1024
 
     def __post_init__(self):
-        if self.gallery not in ("heldout", "all"):
-            raise ValueError("eval_retrieval.gallery must be heldout or all")
+        if self.gallery not in ("heldout", "all") or self.queries not in ("heldout", "all"):
+            raise ValueError("eval_retrieval.gallery and .queries must be heldout or all")
 
 
 def held_out_ids(heads_dir: str | Path) -> list[str]:
@@ -73,8 +76,11 @@ def _task(Q: np.ndarray, G: np.ndarray, relevant: list[list[int]], keys: np.ndar
     return np.asarray(rows, np.float64)
 
 
-def evaluate_retrieval(catalog: Catalog, encoder, item_ids: Sequence[str] | None = None, cfg: RetrievalEvalConfig | None = None) -> dict[str, Any]:
-    """R@K and MRR (bootstrap intervals) for text->image, image->text and image->image."""
+def evaluate_retrieval(catalog: Catalog, encoder, item_ids: Sequence[str] | None = None, cfg: RetrievalEvalConfig | None = None,
+                       query_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """R@K and MRR (bootstrap intervals) for text->image, image->text and image->image.
+    `item_ids`: the gallery (None: the whole catalog); `query_ids`: which of them are queries (None: all).
+    Held-out queries against the whole catalog are the realistic case: new items among trained ones."""
     cfg = cfg or RetrievalEvalConfig()
     t0 = time.time()
     ids = list(item_ids) if item_ids is not None else list(catalog.ids)
@@ -103,27 +109,30 @@ def evaluate_retrieval(catalog: Catalog, encoder, item_ids: Sequence[str] | None
 
     names = [f"r@{k}" for k in cfg.ks] + ["mrr"]
     tasks: dict[str, Any] = {}
-    q = sample(list(range(n)))
+    is_query = np.ones(n, bool) if query_ids is None else np.isin([p.id for p in items], list(query_ids))
+    if not is_query.any():
+        raise ValueError("none of the query items is in the gallery with an image")
+    q = sample(np.flatnonzero(is_query).tolist())
     specs = {
         "text_to_image": (T[q], I, [[i] for i in q], None),
         "text_to_image_group": (T[q], I, [members[groups[i]] for i in q], None),
         "image_to_text": (I[q], T, [[i] for i in q], None),
     }
-    qi = sample([i for i in range(n) if len(members[groups[i]]) > 1])
+    qi = sample([i for i in range(n) if is_query[i] and len(members[groups[i]]) > 1])
     if qi:
         specs["image_to_image"] = (I[qi], I, [[j for j in members[groups[i]] if j != i] for i in qi], qi)
     for name, (Q, G, rel, self_idx) in specs.items():
         vals = _task(Q, G, rel, keys, cfg.ks, self_idx, cfg.chunk, name)
         ests = M.bootstrap_columns(vals, cfg.bootstrap, seed=cfg.seed)
         tasks[name] = {"queries": len(Q), **{m: e.to_dict() for m, e in zip(names, ests)}}
-    return {"gallery_items": n, "items_without_image": len(ids) - n, "tasks": tasks, "encode_s": round(encode_s, 1),
+    return {"gallery_items": n, "query_items": int(is_query.sum()), "items_without_image": len(ids) - n, "tasks": tasks, "encode_s": round(encode_s, 1),
             "wall_s": round(time.time() - t0, 1)}
 
 
 def retrieval_markdown(result: dict) -> str:
     tasks = result["tasks"]
     cols = [c for c in next(iter(tasks.values())) if c != "queries"]
-    lines = [f"gallery: {result['gallery_items']} items", "", "| task | queries | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    lines = [f"gallery: {result['gallery_items']} items, {result.get('query_items', result['gallery_items'])} of them queries", "", "| task | queries | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, t in tasks.items():
         lines.append(f"| {name} | {t['queries']} | " + " | ".join(f"{t[c]['mean']:.3f} [{t[c]['low']:.3f}, {t[c]['high']:.3f}]" for c in cols) + " |")
     return "\n".join(lines) + "\n"

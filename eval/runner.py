@@ -91,7 +91,7 @@ def retrieval_plots(result: dict, out: Path) -> list[Path]:
         ax.fill_between(ks, [t[f"r@{k}"]["low"] for k in ks], [t[f"r@{k}"]["high"] for k in ks], alpha=0.15)
     ax.set_xlabel("K")
     ax.set_ylabel("Recall@K")
-    ax.set_title(f"retrieval, gallery of {result['gallery_items']} items")
+    ax.set_title(f"retrieval: {result.get('query_items', '')} queries, gallery of {result['gallery_items']} items")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -275,13 +275,15 @@ def run_retrieval(data: str, cfg: RetrievalEvalConfig) -> dict:
     if enc_cfg.get("name", "lit") == "lit" and not enc_cfg.get("heads"):
         raise ValueError("the retrieval evaluation needs an encoder: --heads DIR (lit) or an `encoder:` mapping in the config")
     encoder = create_encoder(EncoderConfig(**enc_cfg))
-    ids = None
-    if cfg.gallery == "heldout":
+    held = None
+    if "heldout" in (cfg.gallery, cfg.queries):
         if not enc_cfg.get("heads"):
-            raise ValueError("gallery heldout needs lit heads (they name the held-out items); use gallery all")
-        ids = [x for x in held_out_ids(enc_cfg["heads"]) if x in catalog]
-    res = evaluate_retrieval(catalog, encoder, ids, cfg)
-    res.update({"data": str(data), "gallery": cfg.gallery, "encoder": {k: v for k, v in enc_cfg.items() if k != "cache_dir"}})
+            raise ValueError("gallery/queries heldout need lit heads (they name the held-out items); use --gallery all --queries all")
+        held = [x for x in held_out_ids(enc_cfg["heads"]) if x in catalog]
+    res = evaluate_retrieval(catalog, encoder, held if cfg.gallery == "heldout" else None, cfg,
+                             held if cfg.queries == "heldout" else None)
+    res.update({"data": str(data), "gallery": cfg.gallery, "queries": cfg.queries,
+                "encoder": {k: v for k, v in enc_cfg.items() if k != "cache_dir"}})
     return res
 
 

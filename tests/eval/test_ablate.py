@@ -24,6 +24,8 @@ def test_grid_and_dotted_overrides():
         AblationConfig(name="x", evaluation="nope")
     with pytest.raises(ValueError):
         AblationConfig(name="x", evaluation="rec", grid={"seed": 3})
+    with pytest.raises(ValueError):
+        AblationConfig(name="x", evaluation="rec", points=["seed=3"])
 
 
 @pytest.mark.slow
@@ -40,6 +42,7 @@ def test_ablation_logs_to_real_mlflow(tmp_path, synth_catalog):
                             "bpr": {"kind": "bpr", "factors": 4, "epochs": 2}},
                  "hybrid": {"components": ["repeat", "bpr"], "step": 0.5}},
         "grid": {"exclude_bought": [[False], [True]]},
+        "points": [{"seed": 0}],
     }}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(conf))
@@ -92,8 +95,9 @@ def test_shipped_ablation_configs_are_valid():
     for f in files:
         cfg = from_dict(AblationConfig, load_yaml(f)["ablation"], f.name)
         ev = get_evaluation(cfg.evaluation)
-        for point in grid_points(cfg.grid):
-            build_config(ev.config_cls, cfg.base, point)
+        for p in cfg.points or [{}]:
+            for point in grid_points(cfg.grid):
+                build_config(ev.config_cls, cfg.base, {**p, **point})
 
 
 def test_eval_config_sections_are_valid():

@@ -60,3 +60,15 @@ def test_subset_and_errors(tmp_path):
         held_out_ids(tmp_path)
     with pytest.raises(ValueError):
         RetrievalEvalConfig(gallery="train")
+
+
+def test_query_subset_against_full_gallery():
+    # queries {a, d} against all four images: a's text finds a first, d's text finds its image last (rank 4)
+    res = evaluate_retrieval(catalog(), TableEncoder(), None, RetrievalEvalConfig(bootstrap=20), query_ids=["a", "d"])
+    assert res["gallery_items"] == 4 and res["query_items"] == 2
+    assert res["tasks"]["text_to_image"]["mrr"]["mean"] == pytest.approx((1 + 0.25) / 2)
+    assert res["tasks"]["image_to_image"]["queries"] == 1  # only a has another colour
+    with pytest.raises(ValueError):
+        evaluate_retrieval(catalog(), TableEncoder(), None, RetrievalEvalConfig(), query_ids=["e"])
+    with pytest.raises(ValueError):
+        RetrievalEvalConfig(queries="some")
