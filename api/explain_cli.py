@@ -11,8 +11,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("explain", help="explain why a catalog item fits a request (grounded in its facts)")
     p.add_argument("request", help="the shopper's request, e.g. \"something black for the gym, not too tight\"")
     p.add_argument("item_id")
-    p.add_argument("--catalog", default=os.environ.get("WHYREC_CATALOG", "var/hm/catalog"),
-                   help="catalog directory (default: $WHYREC_CATALOG or var/hm/catalog)")
+    p.add_argument("--catalog", help="catalog directory (default: the --config file's catalog.dir, "
+                                      "else $WHYREC_CATALOG, else var/hm/catalog)")
+    p.add_argument("--config", help="a YAML config with a catalog: section (configs/hm.yaml)")
     p.add_argument("--backend", default="grounded", help="explainer: grounded (default) or llava once a tuned model is set up")
     p.add_argument("--model", help="llava: a tune output, adapter or merged model dir, or a preset (default: $WHYREC_LLAVA_MODEL or var/tune/tiny-offline)")
     p.add_argument("--history", nargs="*", default=[], metavar="ITEM_ID", help="items the shopper bought before")
@@ -28,14 +29,21 @@ def _explain(args: argparse.Namespace) -> int:
 
     if args.backend not in EXPLAINERS:  # higher layers register their explainers when imported
         try:
-            importlib.import_module("llava_tuning.generate")
-        except ModuleNotFoundError:
-            pass
+            importlib.import_module("llava_tuning.explain")
+        except ModuleNotFoundError as err:
+            if err.name not in ("llava_tuning", "llava_tuning.explain"):
+                raise
     explainer = get_explainer(args.backend, **({"model": args.model} if args.model else {}))
-    catalog = Catalog.load(args.catalog)
+    catalog_dir = args.catalog
+    if catalog_dir is None and args.config:
+        from retrieval.config import load_yaml
+
+        catalog_dir = (load_yaml(args.config).get("catalog") or {}).get("dir")
+    catalog_dir = catalog_dir or os.environ.get("WHYREC_CATALOG", "var/hm/catalog")
+    catalog = Catalog.load(catalog_dir)
     missing = [i for i in [args.item_id, *args.history] if i not in catalog]
     if missing:
-        raise ValueError(f"item(s) {', '.join(missing)} not in the catalog at {args.catalog}")
+        raise ValueError(f"item(s) {', '.join(missing)} not in the catalog at {catalog_dir}")
     product = catalog[args.item_id]
     history = [catalog[i] for i in args.history]
     evidence = gather_evidence(args.request, product, score=args.score, history=history)

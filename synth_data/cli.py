@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     g.add_argument("--val-fraction", type=float, help="share of product groups in the validation split")
     g.add_argument("--kinds", help="example kinds and weights, e.g. rationale=0.4,question=0.3,comparison=0.15,description=0.15")
     g.add_argument("--hard-negative-fraction", type=float)
+    g.add_argument("--candidates", choices=["attribute", "search"],
+                   help="how candidates for a request are found: attribute (default) or search (the index built by "
+                        "`whyrec index build`; needs --config with catalog/encoder/index sections)")
     g.add_argument("--no-images", action="store_true", help="also use items without an image file (text-only examples)")
     g.add_argument("--base-url", help="openai: endpoint, e.g. http://127.0.0.1:8001/v1")
     g.add_argument("--model", help="openai: model name")
@@ -59,10 +62,21 @@ def _generate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, backend=args.backend, n=args.n, catalog=args.catalog, out=args.out, seed=args.seed,
                       val_fraction=args.val_fraction, kinds=_kinds(args.kinds),
                       hard_negative_fraction=args.hard_negative_fraction, require_image=False if args.no_images else None,
+                      candidates=args.candidates,
                       openai_base_url=args.base_url, openai_model=args.model, openai_api_key_env=args.api_key_env,
                       openai_concurrency=args.concurrency, openai_max_retries=args.max_retries, openai_cache_dir=args.cache_dir)
     catalog = Catalog.load(cfg.catalog)
-    report = generate(catalog, cfg, progress=not args.no_progress).to_dict()
+    candidates = None
+    if cfg.candidates == "search":
+        if not args.config:
+            raise ValueError("--candidates search needs --config with the catalog, encoder and index sections")
+        from retrieval.search import Searcher
+        from synth_data.tasks import searcher_candidates
+
+        searcher = Searcher.from_config(args.config)
+        catalog = searcher.catalog
+        candidates = searcher_candidates(searcher)
+    report = generate(catalog, cfg, candidates=candidates, progress=not args.no_progress).to_dict()
     report.pop("reject_examples", None)
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0 if report["accepted"] else 1

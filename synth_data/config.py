@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.config import section
+from retrieval.config import load_yaml, section
 
 
 @dataclass
@@ -49,6 +49,7 @@ class SynthConfig:
     question_types: dict[str, float] = field(default_factory=lambda: {
         "colour": 1.0, "material": 1.0, "fit": 1.0, "occasion": 1.0, "care": 0.6, "picture": 1.0, "unanswerable": 1.0})
     hard_negative_fraction: float = 0.35  # of rationales: an item retrieved for the request that does not fit it
+    candidates: str = "attribute"  # attribute (vocabulary match, no index) | search (retrieval.search.Searcher)
     candidates_k: int = 20
     require_image: bool = True
     pair_images: bool = True  # comparisons get a side-by-side image (A left, B right) under out/images
@@ -60,6 +61,8 @@ class SynthConfig:
     def __post_init__(self):
         if self.backend not in ("template", "openai"):
             raise ValueError(f"synth.backend must be template or openai, not {self.backend!r}")
+        if self.candidates not in ("attribute", "search"):
+            raise ValueError(f"synth.candidates must be attribute or search, not {self.candidates!r}")
         if self.n < 1:
             raise ValueError("synth.n must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -75,6 +78,10 @@ def load_config(config: dict[str, Any] | str | Path | None = None, **overrides: 
     go to the openai subsection (openai_model="..." sets synth.openai.model)."""
     oa = {k[len("openai_"):]: v for k, v in overrides.items() if k.startswith("openai_") and v is not None}
     rest = {k: v for k, v in overrides.items() if not k.startswith("openai_")}
+    if not isinstance(config, dict):
+        config = load_yaml(config)
+    if rest.get("catalog") is None and "catalog" not in (config.get("synth") or {}) and (config.get("catalog") or {}).get("dir"):
+        rest["catalog"] = config["catalog"]["dir"]  # the file's catalog: section (configs/hm.yaml)
     cfg = section(config, "synth", SynthConfig, **rest)
     if oa:
         from dataclasses import replace

@@ -18,8 +18,8 @@ from functools import lru_cache
 from typing import Callable, Protocol
 
 from retrieval.catalog import Product
-from retrieval.vocabulary import NEGATIONS, Term, accepts, extract_terms, item_values, tokens
-from synth_data.grounding import primary, check, clauses, judge
+from retrieval.vocabulary import NEGATIONS, Term, accepts, item_values
+from synth_data.grounding import OPEN_GROUPS, by_word, check, clauses, judge, read_clause
 from synth_data.phrasing import Bank, ItemView, article, cap, join
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,8 @@ def _request_terms(request: str) -> tuple[RequestTerm, ...]:
     out: list[RequestTerm] = []
     seen: set[tuple] = set()
     for clause in clauses(request):
-        toks = tokens(clause)
-        by_word: dict[tuple, list[Term]] = {}
-        for t in primary(extract_terms(clause)):
-            by_word.setdefault((t.start, t.phrase, t.negated), []).append(t)
-        for readings in by_word.values():
+        toks, terms, _ = read_clause(clause)
+        for readings in by_word(terms):
             key = tuple(sorted((t.kind, t.value, t.negated) for t in readings))
             if key in seen:
                 continue
@@ -138,12 +135,16 @@ def _item_value(view: ItemView, term: Term) -> str | None:
     hit = sorted(have & accepts(term.kind, term.value))
     if hit and not term.negated:
         return hit[0]
+    for group in OPEN_GROUPS.get(term.kind, []):  # "not baggy" is answered by the cut, not the rise
+        if term.value in group and have & group:
+            return sorted(have & group)[0]
     return view.first(term.kind)
 
 
-def _state(view: ItemView, kind: str, value: str | None = None) -> str:
-    """'it is black', 'it is a dress', 'it has a slim fit', 'it is from the sport range'."""
-    it, is_ = view.it, view.is_
+def _state(view: ItemView, kind: str, value: str | None = None, subject: str | None = None) -> str:
+    """'it is black', 'it is a dress', 'it has a slim fit', 'it is from the sport range'
+    (`subject` instead of it/they: 'this dress is black')."""
+    it, is_ = subject or view.it, view.is_
     has = "have" if view.plural else "has"
     word = view.say(kind, value)
     if kind == "product_type":
@@ -265,9 +266,10 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
             sentences.append(plain_sentence(bank, view))
         else:
             s = _state(view, kind)
-            sentences.append(bank.item(view, ["{S}.", "The catalog also says {s}.", "Also, {s}.", "As for {k}, {s}.",
-                                              "One more detail from the catalog: {s}.", "Worth knowing: {s}."],
-                                       s=s, S=cap(s), k=KIND_WORDS[kind]))
+            s_this = _state(view, kind, subject=view.this)
+            sentences.append(bank.item(view, ["{S}.", "The catalog also says {t}.", "Also, {t}.", "As for {k}, {s}.",
+                                              "One more detail from the catalog: {t}.", "Worth knowing: {t}.", "{T}."],
+                                       s=s, S=cap(s), t=s_this, T=cap(s_this), k=KIND_WORDS[kind]))
         used.append(f"{kind}: {view.first(kind)}")
     if ev.score is not None:
         sentences.append(bank.pick(["It is also among the closest matches in the image and text search (score {x:.2f}).",
@@ -283,10 +285,10 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
         used.append(f"history: {link.item_id} shares {kind} {value}")
     if ev.unmet:
         sentences.append(bank.item(view, [
-            "So {this} {is} probably not the one you want.", "You may want to look at other options.",
+            "So {this} {is} probably not the one you want.", "You may want to look at other options than {this}.",
             "It is worth a look only if {k} matters less to you.", "Keep that in mind before choosing {this}.",
             "I would keep looking if {k} is important to you.", "If {k} is a must, {this} {is} not the right pick.",
-            "Consider {this} only if you are flexible on {k}.", "Other results may fit better."],
+            "Consider {this} only if you are flexible on {k}.", "Other results may fit better than {this}."],
             k=KIND_WORDS.get(ev.unmet[0].term.kind, "that")))
     return " ".join(s for s in sentences if s), used
 

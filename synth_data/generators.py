@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol
 
 from retrieval.vocabulary import extract_terms
-from synth_data.explain import KIND_WORDS, _state, compose_rationale, gather_evidence, plain_sentence
+from synth_data.explain import _state, compose_rationale, gather_evidence, plain_sentence
 from synth_data.grounding import verdict
 from synth_data.phrasing import Bank, ItemView, cap, join
 from synth_data.tasks import Task
@@ -88,7 +88,8 @@ def _material_answer(b: Bank, v: ItemView, task: Task) -> str:
                           'The catalog gives no material, so I cannot say whether {it} {is} "{x}".'], x=x)
     if not v.has("material"):
         return b.item(v, ["The catalog does not say what {it} {is} made of.", "The catalog gives no material for {them}.",
-                          "I cannot tell from the catalog: it does not name the fabric."])
+                          "I cannot tell from the catalog: it does not name the fabric.",
+                          "The catalog does not say what {this} {is} made of."])
     return b.item(v, ["The catalog mentions {m}.", "{It} {is} made of {m}.", "According to the description: {m}.",
                       "The fabric is {m}, according to the catalog.", "{This} {is} made of {m}.",
                       "The catalog describes {this} as {m}."], m=m)
@@ -107,7 +108,8 @@ def _fit_answer(b: Bank, v: ItemView, task: Task) -> str:
         return b.item(v, ['The catalog does not say whether {it} {is} "{x}".', 'I cannot confirm "{x}" from the catalog.'], x=x)
     if not v.has("fit"):
         return b.item(v, ["The catalog does not say how {it} {fits}.", "The catalog gives no fit for {them}.",
-                          "That is not in the catalog: it does not describe the cut."])
+                          "That is not in the catalog: it does not describe the cut.",
+                          "The catalog does not describe the cut of {this}."])
     return b.item(v, ["{It} {has} a {f}.", "The catalog describes a {f}.", "According to the catalog: {f}.",
                       "{This} {has} a {f}.", "The catalog gives {this} a {f}."], f=f)
 
@@ -130,7 +132,7 @@ def _occasion_answer(b: Bank, v: ItemView, task: Task) -> str:
         if swim is True:
             return b.item(v, ["Yes, {it} {is} swimwear: {n}.", "Yes: the catalog lists {n}, which is swimwear."], n=n)
         return b.item(v, ["{It} {is} not swimwear: the catalog lists {n}.", "The catalog lists {n}, not swimwear."], n=n)
-    return b.item(v, ["The catalog does not say whether it suits that. It only says {it} {is} {n}.",
+    return b.item(v, ["The catalog does not say whether {this} {suits} that. It only says {it} {is} {n}.",
                       "I cannot tell from the catalog; it lists {n} and says nothing about occasions.",
                       "The catalog does not say. What it does say: {n}."], n=n)
 
@@ -144,14 +146,15 @@ def _quoted_fact(v: ItemView, keys) -> str | None:
 def _care_answer(b: Bank, v: ItemView, task: Task) -> str:
     return _quoted_fact(v, ("care", "care_instructions", "washing", "wash")) or b.item(v, [
         "The catalog does not give care instructions.", "The catalog does not say how to wash or care for {them}.",
-        "There are no care instructions in the catalog, so I cannot say.", "The catalog does not say.",
+        "There are no care instructions in the catalog, so I cannot say.", "The catalog does not say how to care for {this}.",
         "The catalog has no care instructions for {this}.", "I cannot tell: the catalog gives no washing instructions for {this}."])
 
 
 def _unanswerable_answer(b: Bank, v: ItemView, task: Task) -> str:
-    return _quoted_fact(v, task.meta.get("keys", [])) or b.pick([
+    return _quoted_fact(v, task.meta.get("keys", [])) or b.item(v, [
         "The catalog does not say {t}.", "I cannot tell {t} from the catalog.",
-        "That is not in the catalog: it does not say {t}.", "The catalog does not say."], t=task.meta.get("topic", "that"))
+        "That is not in the catalog: it does not say {t}.", "The catalog does not say {t} for {this}.",
+        "For {this}, the catalog does not say {t}."], t=task.meta.get("topic", "that"))
 
 
 def _picture_answer(b: Bank, v: ItemView, task: Task) -> str:

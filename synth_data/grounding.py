@@ -18,11 +18,11 @@ Policy on top of the vocabulary, kept here because it is about judging claims, n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from retrieval.catalog import Product
-from retrieval.vocabulary import Term, accepts, extract_terms, item_values, matches
+from retrieval.vocabulary import FIT_PART_NOUNS, Term, accepts, extract_terms, item_values, matches, tokens
 
 # Value groups that do not exclude one another; absence of the whole group means "not stated".
 FIBRES = frozenset({"cotton", "wool", "linen", "silk", "viscose", "polyester", "leather", "faux leather", "suede"})
@@ -59,6 +59,7 @@ class GroundingResult:
     contradicted: list[Term] = field(default_factory=list)
     not_stated: list[Term] = field(default_factory=list)
     quoted: list[Term] = field(default_factory=list)  # inside a verbatim quotation: not a claim
+    paired: list[Term] = field(default_factory=list)  # another garment or a part ("with jeans", "wide sleeves"): not a claim
     item_values: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -85,7 +86,7 @@ class GroundingResult:
 
         return {"ok": self.ok, "precision": self.precision, "supported": terms(self.supported),
                 "contradicted": terms(self.contradicted), "not_stated": terms(self.not_stated),
-                "quoted": terms(self.quoted), "reasons": self.reasons()}
+                "quoted": terms(self.quoted), "paired": terms(self.paired), "reasons": self.reasons()}
 
 
 def clauses(text: str) -> list[str]:
@@ -117,16 +118,120 @@ def primary(terms: list[Term]) -> list[Term]:
     return [t for t in terms if t.kind == "product_type" or t.start not in typed]
 
 
-def claims(text: str) -> list[list[Term]]:
+# words before a garment that make it another garment, not the item: "pair it with black jeans"
+PAIRING = {"with", "under", "over", "into", "beneath", "underneath", "alongside"}
+_DETERMINERS = {"a", "an", "the", "some", "your", "my", "its", "their", "any", "matching", "simple", "classic", "favourite"}
+_LIST_WORDS = {"or", "nor", "a", "an", "the", "any"}
+_PLACE_PREPOSITIONS = {"at", "to", "from", "on", "near", "towards", "around", "round", "across", "over", "along"}
+_PART_NOUNS = {"fabric", "material", "sleeves", "sleeve", "waist", "collar", "neckline", "strap", "straps", "pocket",
+               "pockets", "hem", "sole", "lining", "cups", "weave", "style", "shape", "look", "section", "panel", "panels"}
+_STOP = {"is", "are", "it", "this", "they", "be", "and", "but", "or", "not", "no"}
+
+
+def _after_preposition(toks: list[str], i: int) -> bool:
+    j = i - 1
+    if j >= 0 and toks[j] == "the":
+        j -= 1
+    return j >= 0 and toks[j] in _PLACE_PREPOSITIONS
+
+
+def _span(t: Term) -> range:
+    return range(t.start, t.start + len(t.phrase.split()))
+
+
+def _noun_phrase(t: Term, terms: list[Term], toks: list[str]) -> tuple[list[Term], int]:
+    """The modifier terms directly before a product type ('black' in 'a black dress') and the index
+    of the first token before the noun phrase (-1 at the start of the clause)."""
+    by_end = {max(_span(o)): o for o in terms if o is not t and o.kind != "product_type"}
+    mods: list[Term] = []
+    j = t.start - 1
+    while j >= 0:
+        if j in by_end:
+            mods.append(by_end[j])
+            j = by_end[j].start - 1
+        elif toks[j] in _DETERMINERS:
+            j -= 1
+        else:
+            break
+    return mods, j
+
+
+def read_clause(clause: str) -> tuple[list[str], list[Term], list[Term]]:
+    """One clause read through the vocabulary, with the grammar the vocabulary leaves out:
+    - "not only white" is not a negation;
+    - a negated noun phrase with modifiers negates the modifiers, not the noun ("not a plain
+      dress" is still a dress), a bare noun stays negated ("not a jacket");
+    - "isn't a cardigan or a hoodie": the negation runs over an or-list;
+    - a garment after "with", "under", "into", ... ("pair it with black jeans") or "top" in "on
+      top" is another item, not a claim about this one; a fit word before a part noun ("wide
+      sleeves") is the part's shape (as in `item_values`).
+    Returns the tokens, the terms that are claims, and the terms set aside as other garments."""
+    clause = re.sub(r"\bnot only\b", "only", clause, flags=re.IGNORECASE)
+    toks = tokens(clause)
+    terms = sorted(primary(extract_terms(clause)), key=lambda t: t.start)
+    paired: set[int] = set()
+    starts = {t.start: k for k, t in enumerate(terms) if t.kind == "product_type"}
+    for i, t in enumerate(terms):
+        if t.kind == "fit" and (max(_span(t)) + 1 < len(toks)) and toks[max(_span(t)) + 1] in FIT_PART_NOUNS:
+            paired.add(i)  # "wide sleeves": a part's shape, read the same way item_values reads the catalog
+            continue
+        if t.kind != "product_type":
+            continue
+        end = max(_span(t)) + 1
+        if end in starts or toks[end: end + 1] and toks[end] in _PART_NOUNS:
+            paired.add(i)  # a noun used as a modifier: "T-shirt bra", "sweatshirt fabric", "cap sleeves"
+            continue
+        if t.phrase == "body" and t.start > 0 and toks[t.start - 1] in {"the", "your", "her", "his"}:
+            paired.add(i)  # the wearer's body, not a bodysuit
+            continue
+        if t.value == "top" and (_after_preposition(toks, t.start) or toks[end: end + 1] == ["of"]):
+            paired.add(i)  # a place, not a garment: "a trim at the top", "the top of the hood"
+            continue
+        mods, j = _noun_phrase(t, terms, toks)
+        k, unknown = j, 0
+        while k >= 0 and toks[k] not in PAIRING and toks[k] not in _STOP and unknown + (toks[k] not in _DETERMINERS) <= 1:
+            unknown += toks[k] not in _DETERMINERS
+            k -= 1  # one unknown word may sit between: "with a tie belt", "use with a suspender belt"
+        if k >= 0 and toks[k] in PAIRING:
+            j = k
+        if j >= 0 and (toks[j] in PAIRING or toks[max(0, j - 2): j + 1] == ["on", "top", "of"]):
+            paired.add(i)
+            paired.update(k for k, o in enumerate(terms) if o in mods)
+        elif t.negated and any(m.negated for m in mods):
+            terms[i] = replace(t, negated=False)
+    types = [i for i, t in enumerate(terms) if t.kind == "product_type"]
+    for a, b in zip(types, types[1:]):  # "with jeans or a skirt": the list goes on being other garments
+        mods, j = _noun_phrase(terms[b], terms, toks)
+        gap = toks[max(_span(terms[a])) + 1: j + 1]
+        if a in paired and gap and set(gap) <= _LIST_WORDS | {"and"} and set(gap) & {"or", "nor", "and"}:
+            paired.add(b)
+            paired.update(k for k, o in enumerate(terms) if o in mods)
+    for i in range(1, len(terms)):
+        prev, cur = terms[i - 1], terms[i]
+        gap = toks[max(_span(prev)) + 1: cur.start]
+        if prev.negated and not cur.negated and gap and set(gap) <= _LIST_WORDS and set(gap) & {"or", "nor"}:
+            terms[i] = replace(cur, negated=True)
+    return toks, [t for i, t in enumerate(terms) if i not in paired], [t for i, t in enumerate(terms) if i in paired]
+
+
+def by_word(terms: list[Term]) -> list[list[Term]]:
+    groups: dict[tuple[int, str, bool], list[Term]] = {}
+    for t in terms:
+        groups.setdefault((t.start, t.phrase, t.negated), []).append(t)
+    return list(groups.values())
+
+
+def claims(text: str, set_aside: list[Term] | None = None) -> list[list[Term]]:
     """The attribute claims a text makes, clause by clause. A claim is a list of readings: one word
-    can name two kinds ("lace" is a pattern and a material) and is true if either reading is."""
+    can name two kinds ("lace" is a pattern and a material) and is true if either reading is.
+    Terms about other garments are appended to `set_aside` when given."""
     out: list[list[Term]] = []
     seen: set[tuple] = set()
     for clause in clauses(text):
-        by_word: dict[tuple[int, str, bool], list[Term]] = {}
-        for t in primary(extract_terms(clause)):
-            by_word.setdefault((t.start, t.phrase, t.negated), []).append(t)
-        for readings in by_word.values():
+        _, terms, paired = read_clause(clause)
+        if set_aside is not None:
+            set_aside.extend(paired)
+        for readings in by_word(terms):
             key = tuple(sorted((t.kind, t.value, t.negated) for t in readings))
             if key not in seen:
                 seen.add(key)
@@ -172,7 +277,7 @@ def check(text: str, product: Product, request: str | None = None, sources: Iter
     judged, quoted_spans = strip_quotations(text, [request or "", _catalog_text(product), *sources])
     result = GroundingResult(item_values={k: sorted(v) for k, v in values.items() if v})
     result.quoted = [t for span in quoted_spans for t in extract_terms(span)]
-    for readings in claims(judged):
+    for readings in claims(judged, result.paired):
         t, v = judge(readings, values)
         (result.not_stated if v is None else result.supported if v else result.contradicted).append(t)
     return result
@@ -212,7 +317,8 @@ def check_multi(text: str, products: Mapping[str, Product], request: str | None 
             current = list(products)
         elif named:
             current = named
-        for readings in claims(clause):
+        aside: list[Term] = []
+        for readings in claims(clause, aside):
             for label in current:
                 key = tuple(sorted((t.kind, t.value, t.negated) for t in readings))
                 if key in seen[label]:
@@ -221,4 +327,6 @@ def check_multi(text: str, products: Mapping[str, Product], request: str | None 
                 t, v = judge(readings, values[label])
                 r = results[label]
                 (r.not_stated if v is None else r.supported if v else r.contradicted).append(t)
+        for label in current:
+            results[label].paired.extend(aside)
     return results

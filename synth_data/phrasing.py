@@ -141,8 +141,8 @@ class Bank:
     def item(self, view: "ItemView", options: list[str], **slots: str) -> str:
         """`pick` with the item's pronoun and verb forms as slots: {it} {It} {is} {has} {fits} {them}."""
         forms = {"it": view.it, "It": view.it.capitalize(), "is": view.is_, "has": "have" if view.plural else "has",
-                 "fits": "fit" if view.plural else "fits", "them": "them" if view.plural else "it",
-                 "matches": "match" if view.plural else "matches", "this": view.this, "This": cap(view.this)}
+                 "fits": "fit" if view.plural else "fits", "suits": "suit" if view.plural else "suits", "them": "them" if view.plural else "it",
+                 "matches": "match" if view.plural else "matches", "this": view.this, "type": view.type_word, "This": cap(view.this)}
         return self.rng.choice(options).format_map({**forms, **slots})
 
 

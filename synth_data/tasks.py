@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -106,8 +106,17 @@ class AttributeCandidates:
         return [self.ids[i] for i in rows[order]]
 
 
+def searcher_candidates(searcher) -> Candidates:
+    """Candidates from any object with `search(query, k) -> [hit with .id]`, e.g. the lead's
+    `retrieval.search.Searcher`: the dense + attribute retrieval whyrec serves with."""
+    def candidates(request: str, k: int = 20) -> list[str]:
+        return [h.id for h in searcher.search(request, k)] if request.strip() else []
+
+    return candidates
+
+
 # ----- shopper requests -----
-OCCASIONS_SPORT = ["for the gym", "for yoga", "for running", "for workouts", "for training", "to work out in"]
+OCCASIONS_SPORT = ["for the gym", "for yoga", "for running", "for a workout", "for training", "for fitness", "for sports"]
 OCCASIONS_FREE = ["for work", "for a wedding", "for summer", "for a night out", "for everyday", "for holidays",
                   "to wear at home", "for a date", "for the office", "for a festival", "for autumn", ""]
 AUDIENCE = {"women": ["for women", "women's", "for her", "ladies"], "men": ["for men", "men's", "for him"],
@@ -116,7 +125,7 @@ AUDIENCE = {"women": ["for women", "women's", "for her", "ladies"], "men": ["for
 FIT_WANT = {"slim": ["slim fit", "fitted", "skinny"], "loose": ["oversized", "relaxed", "loose", "baggy"],
             "regular": ["regular fit"], "high waist": ["high-waisted", "high waist"]}
 FIT_AVOID = {"slim": ["not too tight", "nothing too tight", "not skinny"], "loose": ["nothing baggy", "not oversized", "not too loose"]}
-PATTERN_AVOID = ["no prints", "nothing patterned", "without prints"]
+PATTERN_AVOID = ["no print", "nothing patterned", "without a print", "not printed"]
 OPENERS = ["", "", "", "hi, ", "hey! ", "hello, ", "quick question: "]
 FRAMES = ["{np}", "looking for {np}", "I need {np}", "do you have {np}?", "{np} please", "any ideas for {np}?",
           "searching for {np}", "I want {np}", "something like {np}", "can you find me {np}?", "show me {np}"]
