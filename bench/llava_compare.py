@@ -5,15 +5,16 @@
 
 Items and requests: the first N distinct items of the rationale records in the held-out split of
 `whyrec synth generate` (split by product group, so no training item shares a group with them); the
-records' answers are the references. Metrics, per backend, on the model's own text (before any
-fallback) unless said otherwise:
-- grounding_precision: share of stated attribute values the item's facts back, over all rationales
-  (supported / (supported + contradicted), `synth_data.grounding.check`); also the mean per rationale;
+records' answers are the references. Metrics come from the project's explanation evaluation
+(`eval.explain_eval.evaluate_explanations`, with bootstrap intervals), per backend, on the model's own
+text before any fallback ("<name>") and on what a shopper is served ("<name>-served"):
+- grounding_precision: mean per rationale of supported / (supported + contradicted) claims
+  (`synth_data.grounding.check`; 1.0 for a rationale without claims), and `grounding_precision_micro`:
+  the share of all stated attribute values that are true (contradicted claims / all claims, pooled);
 - hallucination_rate: share of rationales stating at least one false attribute value;
 - fallback_rate: share of served rationales replaced by the template (contradiction or empty output);
-- bleu4 (corpus, no smoothing) and rougeL (LCS F1, mean) against the references;
-- unique_sentence_ratio: distinct sentences / all sentences;
-- feature_match_ratio: share of rationales naming at least one attribute value the reference names;
+- bleu4 (corpus) and rougeL (LCS F1) against the references; unique_sentence_ratio;
+  feature_match_ratio (share naming at least one attribute value the reference names);
 - latency: seconds per rationale in batch mode, and p50 of single requests (batch size 1).
 The references are written by synth's template generator, the same sentence bank the template
 explainer uses, so the template's BLEU/ROUGE are an upper bound of "sounds like the data", not quality.
@@ -23,102 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
-import re
 import statistics
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
-
-WORD_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*")
-SENT_RE = re.compile(r"(?<=[.!?])\s+")
-
-
-# --------------------------------------------------------------------------- text metrics
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(text.lower())
-
-
-def ngrams(toks: list[str], n: int) -> Counter:
-    return Counter(tuple(toks[i : i + n]) for i in range(len(toks) - n + 1))
-
-
-def corpus_bleu4(hyps: list[str], refs: list[str]) -> float:
-    """Papineni et al.: clipped n-gram precisions 1..4, geometric mean, brevity penalty; no smoothing."""
-    match, total = [0] * 4, [0] * 4
-    c = r = 0
-    for h, ref in zip(hyps, refs):
-        hw, rw = words(h), words(ref)
-        c, r = c + len(hw), r + len(rw)
-        for n in range(1, 5):
-            hc, rc = ngrams(hw, n), ngrams(rw, n)
-            match[n - 1] += sum(min(k, rc[g]) for g, k in hc.items())
-            total[n - 1] += max(len(hw) - n + 1, 0)
-    if min(match) == 0 or min(total) == 0:
-        return 0.0
-    bp = 1.0 if c > r else math.exp(1 - r / c) if c else 0.0
-    return bp * math.exp(sum(math.log(m / t) for m, t in zip(match, total)) / 4)
-
-
-def rouge_l(h: str, ref: str) -> float:
-    a, b = words(h), words(ref)
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    lcs = prev[-1]
-    if not lcs:
-        return 0.0
-    p, r = lcs / len(a), lcs / len(b)
-    return 2 * p * r / (p + r)
-
-
-def unique_sentence_ratio(texts: list[str]) -> float:
-    sents = [" ".join(words(s)) for t in texts for s in SENT_RE.split(t.strip())]
-    sents = [s for s in sents if s]
-    return len(set(sents)) / len(sents) if sents else 0.0
-
-
-def feature_set(text: str) -> set[tuple[str, str]]:
-    from retrieval.vocabulary import extract_terms
-
-    return {(t.kind, t.value) for t in extract_terms(text) if not t.negated}
-
-
-def score(rows: list[dict], text_key: str) -> dict:
-    from synth_data.grounding import check
-
-    sup = con = 0
-    per, halluc = [], 0
-    fmr_hits = fmr_n = 0
-    for row in rows:
-        res = check(row[text_key], row["product"], request=row["request"])
-        sup, con = sup + len(res.supported), con + len(res.contradicted)
-        per.append(res.precision)
-        halluc += not res.ok
-        truth = feature_set(row["reference"])
-        if truth:
-            fmr_n += 1
-            fmr_hits += bool(feature_set(row[text_key]) & truth)
-    texts = [r[text_key] for r in rows]
-    return {
-        "grounding_precision": round(sup / (sup + con), 4) if sup + con else 1.0,
-        "grounding_precision_mean_per_rationale": round(statistics.mean(per), 4),
-        "claims_per_rationale": round((sup + con) / len(rows), 3),
-        "hallucination_rate": round(halluc / len(rows), 4),
-        "bleu4": round(corpus_bleu4(texts, [r["reference"] for r in rows]), 4),
-        "rougeL": round(statistics.mean(rouge_l(t, r["reference"]) for t, r in zip(texts, rows)), 4),
-        "unique_sentence_ratio": round(unique_sentence_ratio(texts), 4),
-        "feature_match_ratio": round(fmr_hits / fmr_n, 4) if fmr_n else None,
-        "mean_words": round(statistics.mean(len(words(t)) for t in texts), 1),
-        "empty_rate": round(sum(not t.strip() for t in texts) / len(texts), 4),
-    }
-
 
 # --------------------------------------------------------------------------- data
 def held_out(val_path: str, catalog, n: int) -> list[dict]:
@@ -145,12 +56,13 @@ def run_template(rows: list[dict]) -> dict:
     times = []
     for row in rows:
         t = time.perf_counter()
-        row["template"] = ex.explain(row["request"], row["product"], gather_evidence(row["request"], row["product"])).text
+        row["texts"]["template"] = ex.explain(row["request"], row["product"], gather_evidence(row["request"], row["product"])).text
         times.append(time.perf_counter() - t)
-    return {"latency_s_per_rationale": round(statistics.mean(times), 5), "fallback_rate": 0.0}
+    return {"latency_s_per_rationale": round(statistics.mean(times), 5)}
 
 
 def run_llava(name: str, model: str, rows: list[dict], args) -> dict:
+    """Raw texts in batches (timed), the served (checked, maybe fallen back) texts, and single-request latency."""
     from synth_data.explain import gather_evidence
 
     from llava_tuning.generate import GenerationSettings, LlavaExplainer
@@ -161,29 +73,46 @@ def run_llava(name: str, model: str, rows: list[dict], args) -> dict:
     load_s = time.perf_counter() - t0
     items = [(r["request"], r["product"], gather_evidence(r["request"], r["product"])) for r in rows]
     start = time.perf_counter()
-    raw = []
-    tokens = []
+    raw: list[str] = []
+    tokens: list[int] = []
     for i in range(0, len(items), args.batch_size):
         raw += ex.raw(items[i : i + args.batch_size])
         tokens += ex.generator.last_new_tokens
         logging.info("%s: %d/%d rationales, %.1f s", name, len(raw), len(items), time.perf_counter() - start)
     batch_s = (time.perf_counter() - start) / len(items)
-    fallbacks = 0
     for row, text, item in zip(rows, raw, items):
-        row[f"{name}_raw"] = text
         served = ex._checked(text, *item)
-        row[f"{name}_served"] = served.text
-        fallbacks += served.fallback_reason is not None
+        row["texts"][name] = text
+        row["texts"][f"{name}-served"] = served.text
+        row["fallback"][f"{name}-served"] = served.fallback_reason
     single = []
     ex.generator.settings.batch_size = 1
     for item in items[: args.latency_sample]:
         t = time.perf_counter()
         ex.raw([item])
         single.append(time.perf_counter() - t)
-    return {"model": model, "load_s": round(load_s, 1), "fallback_rate": round(fallbacks / len(rows), 4),
-            "latency_s_per_rationale_batch": round(batch_s, 3), "batch_size": args.batch_size,
+    return {"model": model, "load_s": round(load_s, 1), "batch_size": args.batch_size,
+            "latency_s_per_rationale_batch": round(batch_s, 3),
             "latency_s_single_p50": round(statistics.median(single), 3) if single else None,
             "new_tokens_mean": round(statistics.mean(tokens), 1)}
+
+
+def summarise(metrics: dict) -> dict:
+    """evaluate_explanations' output, flattened to means (with the 95% interval where there is one)."""
+    out = {}
+    for key, v in metrics.items():
+        if isinstance(v, dict) and "mean" in v:
+            out[key] = round(v["mean"], 4)
+            if v.get("low") is not None and v["low"] == v["low"]:
+                out[f"{key}_ci95"] = [round(v["low"], 4), round(v["high"], 4)]
+        elif isinstance(v, float):
+            out[key] = round(v, 4)
+        else:
+            out[key] = v
+    claims, con = out.get("claims_per_explanation"), out.get("contradicted_per_explanation")
+    if claims:
+        out["grounding_precision_micro"] = round(1 - con / claims, 4)
+    return out
 
 
 def main() -> None:
@@ -191,36 +120,50 @@ def main() -> None:
     ap.add_argument("--catalog", default="var/hm/catalog")
     ap.add_argument("--val", default="var/synth/hm/val.llava.jsonl")
     ap.add_argument("--items", type=int, default=200)
-    ap.add_argument("--untuned", default="tiny-offline", help="the base model (preset), no adapter")
-    ap.add_argument("--tuned", default="var/tune/tiny-offline", help="tune output, adapter or merged dir")
+    ap.add_argument("--model", action="append", metavar="NAME=PATH",
+                    help="a model to compare (repeatable); default: untuned=tiny-offline tuned=var/tune/tiny-offline")
     ap.add_argument("--cache-dir", help="model cache (default: the preset's, var/cache/models)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=80)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--latency-sample", type=int, default=8, help="single requests timed for the p50 latency")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--skip", default="", help="comma-separated backends to skip: untuned,tuned")
+    ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--dump", default="var/bench/llava_compare.jsonl", help="per-item texts, for reading")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
 
+    from eval.explain_eval import evaluate_explanations
     from retrieval.catalog import Catalog
+    from synth_data.grounding import check
 
+    models = dict(m.split("=", 1) for m in (args.model or ["untuned=tiny-offline", "tuned=var/tune/tiny-offline"]))
     catalog = Catalog.load(args.catalog)
     rows = held_out(args.val, catalog, args.items)
-    skip = set(filter(None, args.skip.split(",")))
+    for r in rows:
+        r["texts"], r["fallback"] = {}, {}
+    timing = {"template": run_template(rows)}
+    for name, model in models.items():
+        timing[name] = run_llava(name, model, rows, args)
+    records = []
+    for r in rows:
+        for backend, text in r["texts"].items():
+            rec = {"item_id": r["item_id"], "request": r["request"], "text": text, "backend": backend, "references": [r["reference"]]}
+            if backend in r["fallback"]:
+                rec["fallback_reason"] = r["fallback"][backend]
+            records.append(rec)
+    metrics = evaluate_explanations(records, catalog, check, bootstrap=args.bootstrap)
+    keep = ("n", "grounding_precision", "grounding_precision_micro", "hallucination_rate", "fallback_rate", "bleu4", "rougeL",
+            "unique_sentence_ratio", "feature_match_ratio", "claims_per_explanation")
     out: dict = {"items": len(rows), "val": args.val, "threads": args.threads, "dtype": args.dtype,
                  "max_new_tokens": args.max_new_tokens, "backends": {}}
-    out["backends"]["template"] = {**run_template(rows), **score(rows, "template")}
-    for name, model in (("untuned", args.untuned), ("tuned", args.tuned)):
-        if name in skip:
-            continue
-        info = run_llava(name, model, rows, args)
-        out["backends"][name] = {**info, **score(rows, f"{name}_raw"),
-                                 "served": {k: v for k, v in score(rows, f"{name}_served").items()
-                                            if k in ("grounding_precision", "hallucination_rate", "bleu4", "rougeL")}}
+    for backend, m in metrics.items():
+        flat = summarise(m)
+        base = backend.removesuffix("-served")
+        out["backends"][backend] = {**({} if backend.endswith("-served") else timing.get(base, {})),
+                                    **{k: v for k, v in flat.items() if k.split("_ci95")[0] in keep}}
     if args.dump:
         Path(args.dump).parent.mkdir(parents=True, exist_ok=True)
         with open(args.dump, "w", encoding="utf-8") as fh:

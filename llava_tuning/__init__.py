@@ -9,3 +9,23 @@
 CLI: `whyrec tune ...`, `whyrec tune merge ...`, `whyrec explain ... --backend llava`.
 Heavy imports live inside the modules, so importing this package (and `whyrec --help`) stays cheap.
 """
+
+
+def _register_backend() -> None:
+    """Register the `llava` explainer with synth_data at package import (cheap: the model loads only
+    when an explainer is built), so `get_explainer("llava", ...)` works after `import llava_tuning`."""
+    try:
+        from synth_data.explain import EXPLAINERS, register_explainer
+    except ImportError:  # synth_data is a lower layer and always present; keep the CLI alive regardless
+        return
+
+    def factory(**kwargs):
+        from llava_tuning.generate import LlavaExplainer
+
+        return LlavaExplainer(**kwargs)
+
+    if "llava" not in EXPLAINERS:
+        register_explainer("llava", factory)
+
+
+_register_backend()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 
 def _list(text: str | None) -> list[str] | None:
@@ -62,6 +63,8 @@ def _tune(args: argparse.Namespace) -> int:
                   resume=args.resume, lora_r=args.lora_r, lora_alpha=args.lora_alpha, mixed_precision=args.mixed_precision,
                   threads=args.threads, cache_dir=args.cache_dir, mlflow_uri=args.mlflow_uri, seed=args.seed)
     results = tune(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate/torchrun every process runs this; one report
+        return 0
     print(json.dumps({name: {k: v for k, v in r.to_dict().items() if k != "history"} for name, r in results.items()}, indent=2))
     return 0
 

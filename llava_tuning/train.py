@@ -10,6 +10,7 @@ parameters, metrics and the adapter to a local store.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -392,6 +393,7 @@ def tune(cfg: TuneConfig) -> dict[str, StageResult]:
             raise ValueError(f"stage 1 needs image-description records (kind in {sorted(kinds or [])}); none in {cfg.data}")
         results["projector"] = run_stage(cfg, "projector", s1_train, of_kinds(evals, kinds)[:cap],
                                          out / "stage1" if cfg.stage == "both" else out)
+        gc.collect()  # stage 1's model goes before stage 2 builds its own
     if cfg.stage in ("lora", "both"):
         train, evals = of_kinds(train, cfg.kinds), of_kinds(evals, cfg.kinds)[:cap]
         if not train:
