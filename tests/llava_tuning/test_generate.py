@@ -37,8 +37,6 @@ def test_greedy_batch_equals_one_by_one_and_respects_the_budget(tuned):
     short = Generator(tuned, GenerationSettings(max_new_tokens=2))
     short.generate(convs(3), images(3))
     assert all(1 <= n <= 2 for n in short.last_new_tokens)
-    # the tuned tiny model has learnt the answers' form
-    assert any("top" in t for t in batch), batch
 
 
 def test_sampling_is_seeded(tuned):
