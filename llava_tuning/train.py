@@ -251,6 +251,16 @@ def run_stage(cfg: TuneConfig, stage: str, train_records: list[dict], eval_recor
     step = 0
     ckpts = _checkpoints(output_dir)
     if cfg.resume and ckpts:
+        weights = ckpts[-1] / "model.safetensors"
+        if weights.exists():  # strict=False below (the frozen base is not in it): check the trainable part is
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt") as fh:
+                saved = {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            missing = {n for n, p in model.named_parameters() if p.requires_grad and saved.get(n) != list(p.shape)}
+            if missing:
+                raise ValueError(f"checkpoint {ckpts[-1]} does not fit this run (missing {sorted(missing)[:3]}...): "
+                                 "same preset, stage and LoRA settings are needed to resume")
         accelerator.load_state(str(ckpts[-1]), strict=False)
         step = json.loads((ckpts[-1] / STATE_FILE).read_text())["step"]
         log.info("resumed from %s (step %d)", ckpts[-1], step)
@@ -386,7 +396,12 @@ def tune(cfg: TuneConfig) -> dict[str, StageResult]:
         return [r for r in rows if r.get("kind") in set(kinds)] if kinds else rows
 
     results: dict[str, StageResult] = {}
-    if cfg.stage in ("projector", "both"):
+    done_stage1 = out / "stage1" / "projector"
+    if cfg.stage == "both" and cfg.resume and (done_stage1 / PROJECTOR_FILE).exists():
+        log.info("stage 1 already done (%s); resuming stage 2", done_stage1)
+        summary = json.loads((out / "stage1" / SUMMARY_FILE).read_text())
+        results["projector"] = StageResult(**summary)
+    elif cfg.stage in ("projector", "both"):
         kinds = cfg.stage1_kinds if cfg.stage == "both" else None
         s1_train = of_kinds(train, kinds)
         if not s1_train:

@@ -66,6 +66,18 @@ def test_both_stages_chain(tmp_path, data_file):
     assert res["projector"].train_examples == 8 and res["lora"].train_examples == 8  # descriptions, then explain records
     meta = json.loads((Path(res["lora"].output_dir) / "whyrec_model.json").read_text())
     assert meta["init_projector"] == res["projector"].output_dir
+    # resuming a two-stage run does not redo a finished stage 1
+    stamp = (Path(res["projector"].output_dir) / "projector.safetensors").stat().st_mtime_ns
+    again = tune(tune_config(tmp_path, data_file, stage="both", stage1_kinds=["description"], stage1_steps=3, max_steps=3,
+                             kinds=["explain"], eval_every=0, resume=True))
+    assert (Path(res["projector"].output_dir) / "projector.safetensors").stat().st_mtime_ns == stamp
+    assert again["projector"].steps == 3 and again["lora"].steps == 3
+
+
+def test_resume_refuses_a_checkpoint_of_another_setup(tmp_path, data_file):
+    tune(tune_config(tmp_path, data_file, max_steps=4, save_every=2, eval_every=0))
+    with pytest.raises(ValueError, match="does not fit"):
+        tune(tune_config(tmp_path, data_file, max_steps=4, save_every=2, eval_every=0, resume=True, lora_r=4))
 
 
 def test_resume_mid_epoch_matches_an_uninterrupted_run(tmp_path, data_file):
