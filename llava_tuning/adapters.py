@@ -47,9 +47,10 @@ def model_kind(path: str | Path) -> str:
     return "preset"
 
 
-def _resolve(path: Path) -> Path:
+def _resolve(path: Path, order: tuple[str, ...] = ("merged", "adapter", "projector")) -> Path:
+    """A tune output dir stands for its merged model, else its adapter, else its stage-1 projector."""
     if path.is_dir() and not any((path / f).exists() for f in ("adapter_config.json", "config.json", "projector.safetensors")):
-        for sub in ("merged", "adapter", "projector"):
+        for sub in order:
             if (path / sub).is_dir():
                 return path / sub
     return path
@@ -103,7 +104,7 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, **overrides: Any
 
     from llava_tuning.presets import MODEL_FILE
 
-    adapter_dir = _resolve(Path(adapter_dir))
+    adapter_dir = _resolve(Path(adapter_dir), order=("adapter",))
     if model_kind(adapter_dir) != "adapter":
         raise ValueError(f"{adapter_dir} is not a LoRA adapter directory (no adapter_config.json)")
     meta = _meta(adapter_dir)

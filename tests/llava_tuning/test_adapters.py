@@ -48,3 +48,16 @@ def test_merged_model_gives_the_same_logits(trained_adapter, tmp_path):
 def test_merge_refuses_a_non_adapter(tmp_path):
     with pytest.raises(FileNotFoundError):
         merge_adapter(tmp_path, tmp_path / "out")
+
+
+def test_merge_into_the_run_dir_twice(trained_adapter, tmp_path):
+    """`whyrec tune merge RUN --out RUN/merged` may be repeated: the run dir then holds merged/ and
+    adapter/, and merging still reads the adapter while loading the run picks the merged model."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(trained_adapter).parent, run)
+    merge_adapter(run, run / "merged")
+    assert model_kind(run) == "merged"
+    merge_adapter(run, run / "merged")
+    assert json.loads((run / "merged" / "whyrec_model.json").read_text())["merged_from"] == str(run / "adapter")
