@@ -214,9 +214,7 @@ class Term:
 
 
 def _plural(word: str) -> list[str]:
-    if word.endswith(("s", "x", "ch", "sh")):
-        return [word + "es"] if not word.endswith("s") else []
-    return [word + "s"]
+    return [word + "es"] if word.endswith(("s", "x", "ch", "sh")) else [word + "s"]
 
 
 @lru_cache(maxsize=1)

@@ -125,7 +125,7 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, cfg: HeadTrainC
         bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
     heads.eval()
     stats = {"train_items": n, "seconds": round(time.time() - t0, 1), "final_loss": float(np.mean(losses[-10:])),
-             "temperature": float(1 / heads.logit_scale.exp())}
+             "temperature": float(1 / heads.logit_scale.detach().exp())}
     return heads, stats
 
 

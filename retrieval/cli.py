@@ -1,0 +1,134 @@
+"""`whyrec data|encoder|index|search`: the retrieval stages from the command line.
+
+Each handler is a thin wrapper over a plain Python call (importers.import_catalog,
+encoders.lit.train_encoder, search.build_index, search.Searcher). Heavy imports stay inside the
+handlers so `whyrec --help` is fast.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="import catalogs").add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    imp = data.add_parser("import", help="import a catalog into whyrec's Parquet schema")
+    imp.add_argument("format", choices=["hm", "amazon2023", "abo", "jsonl"])
+    imp.add_argument("path", help="source file or folder")
+    imp.add_argument("--out", required=True, help="catalog folder to write")
+    imp.add_argument("--no-verify-images", action="store_true", help="skip opening every image (faster)")
+    imp.add_argument("--json", action="store_true", help="print the import report as JSON")
+    imp.set_defaults(func=cmd_data_import)
+
+    enc = sub.add_parser("encoder", help="train encoder heads").add_subparsers(dest="encoder_command", required=True, metavar="ACTION")
+    tr = enc.add_parser("train", help="train lit projection heads on the catalog's image-text pairs")
+    tr.add_argument("--config", help="YAML config (catalog, encoder, encoder_train sections)")
+    tr.add_argument("--catalog", help="catalog folder (overrides config)")
+    tr.add_argument("--out", help="heads folder to write (default: encoder.heads of the config)")
+    tr.add_argument("--kind", choices=["residual", "linear"])
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--dim", type=int)
+    tr.add_argument("--holdout", type=float, help="share of product groups held out for evaluation")
+    tr.add_argument("--cache-dir", help="tower feature cache folder")
+    tr.set_defaults(func=cmd_encoder_train)
+
+    idx = sub.add_parser("index", help="build the FAISS index").add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    b = idx.add_parser("build", help="encode the catalog and build the index")
+    b.add_argument("--config", required=True)
+    b.set_defaults(func=cmd_index_build)
+
+    s = sub.add_parser("search", help="search the index with text and/or an image")
+    s.add_argument("query", nargs="?", default=None, help="shopper's words")
+    s.add_argument("--config", default="configs/demo.yaml")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--image", help="image file to search by (optionally steered by the query)")
+    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="category=..., colour=..., price=MIN..MAX")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--queries", help="file with one query per line; answers each as one JSON line")
+    s.set_defaults(func=cmd_search)
+
+
+def cmd_data_import(args) -> int:
+    from retrieval.importers import import_catalog
+
+    _, report = import_catalog(args.format, args.path, args.out, verify_images=not args.no_verify_images)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
+    return 0
+
+
+def cmd_encoder_train(args) -> int:
+    from retrieval.catalog import Catalog
+    from retrieval.config import load_yaml, section
+    from retrieval.encoders import EncoderConfig
+    from retrieval.encoders.lit import HeadTrainConfig, train_encoder
+    from retrieval.search import CatalogConfig
+
+    cfg = load_yaml(args.config)
+    catalog_dir = args.catalog or section(cfg, "catalog", CatalogConfig).dir
+    enc = section(cfg, "encoder", EncoderConfig, cache_dir=args.cache_dir)
+    out = args.out or enc.heads
+    if not out:
+        raise ValueError("give --out or encoder.heads in the config")
+    tcfg = section(cfg, "encoder_train", HeadTrainConfig, kind=args.kind, epochs=args.epochs, dim=args.dim, holdout=args.holdout)
+    meta = train_encoder(Catalog.load(catalog_dir), out, tcfg, enc.cache_dir, enc.threads, command="whyrec " + shlex.join(sys.argv[1:]))
+    print(json.dumps({"heads": str(out), **meta["stats"], "held_out_items": meta["held_out_items"]}))
+    return 0
+
+
+def cmd_index_build(args) -> int:
+    from retrieval.search import build_index
+
+    index = build_index(args.config, command="whyrec " + shlex.join(sys.argv[1:]))
+    print(json.dumps({k: index.meta[k] for k in ("factory", "n", "dim", "build_seconds", "recall_at_10")}))
+    return 0
+
+
+def _hits_json(hits) -> list[dict]:
+    return [{"id": h.id, "score": round(h.score, 5)} for h in hits]
+
+
+def cmd_search(args) -> int:
+    from retrieval.search import Searcher, parse_filters
+
+    filters = parse_filters(args.filter)
+    if not args.queries and not args.query and not args.image:
+        raise ValueError("give a query, --image, or --queries FILE")
+    if not 1 <= args.k <= 1000:
+        raise ValueError("-k must be between 1 and 1000")
+    searcher = Searcher.from_config(args.config)
+    if args.queries:
+        path = Path(args.queries)
+        if not path.exists():
+            raise FileNotFoundError(f"queries file {path} not found")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                hits = searcher.search(line.strip(), args.k, filters)
+                print(json.dumps({"query": line.strip(), "results": _hits_json(hits)}, ensure_ascii=False), flush=True)
+        return 0
+    if args.image:
+        if not Path(args.image).is_file():
+            raise FileNotFoundError(f"image {args.image} not found")
+        hits = searcher.search_image(args.image, args.k, filters, text=args.query)
+    else:
+        hits = searcher.search(args.query, args.k, filters)
+    if args.json:
+        print(json.dumps({"query": args.query, "image": args.image, "results": _hits_json(hits)}, ensure_ascii=False))
+        return 0
+    print_table(searcher, hits)
+    return 0
+
+
+def print_table(searcher, hits) -> None:
+    """Hits as a readable table: rank, score, id, title, colour, type, matched query words."""
+    rows = [("#", "score", "id", "title", "colour", "type", "matched")]
+    for n, h in enumerate(hits, 1):
+        p = searcher.catalog.by_id[h.id]
+        rows.append((str(n), f"{h.score:.3f}", h.id, p.title[:32], p.colour[:14], p.attributes.get("product_type", "")[:16], ", ".join(h.matched)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not hits:
+        print("(no results)")
