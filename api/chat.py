@@ -16,11 +16,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from retrieval.vocabulary import extract_terms, item_values, matches
+from retrieval.vocabulary import item_values
+from synth_data.grounding import claims, judge
 
 from api.deps import Engine
-from api.schemas import ChatMessage
-from api.service import histories, rationale
+from api.schemas import QUERY_MAX, ChatMessage
+from api.service import histories, like_request, rationale
 from api.settings import Settings
 from api.uploads import UploadError, decode_image
 
@@ -31,7 +32,8 @@ ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
 SIMILAR_RE = re.compile(r"\b(similar|alike|like (this|that|it)|alternatives?|other colou?rs?|something else like)\b", re.I)
 STOP = set("""a an the is it its it's this that one be are was were do does did can could would should will of for to in on
 with and or but about me my i you your what which who how much many any some tell please there have has item product
-made does really also very more than them they out at as by from not no yes if so""".split())
+made does really also very more than them they out at as by from not no yes if so first second third fourth fifth last
+number option""".split())
 
 # question words -> the facts that answer them (first present wins)
 FIELD_QUESTIONS: list[tuple[re.Pattern, str, tuple[str, ...]]] = [
@@ -48,6 +50,10 @@ FIELD_QUESTIONS: list[tuple[re.Pattern, str, tuple[str, ...]]] = [
 ]
 
 
+HELP = ("Tell me what you are looking for (\"a navy striped shirt\", \"black ankle boots for women\") and I will name "
+        "products from the catalog and say why each fits; then ask about any of them (\"is the first one machine-washable?\").")
+
+
 @dataclass
 class ChatAnswer:
     text: str
@@ -57,10 +63,10 @@ class ChatAnswer:
 
 
 def answer(engine: Engine, settings: Settings, messages: Sequence[ChatMessage], user: str | None = None) -> ChatAnswer:
-    last = next(m for m in reversed(messages) if m.role == "user" and m.text().strip())
-    question = last.text().strip()
-    if len(question) > settings.max_query_chars:
-        question = question[: settings.max_query_chars]
+    last = next((m for m in reversed(messages) if m.role == "user" and m.text().strip()), None)
+    if last is None:
+        return ChatAnswer(HELP, "help")
+    question = last.text().strip()[:QUERY_MAX]
     image = _data_image(last, settings)
     if image is not None:
         return _image_search(engine, settings, image, question)
@@ -69,7 +75,7 @@ def answer(engine: Engine, settings: Settings, messages: Sequence[ChatMessage], 
         if SIMILAR_RE.search(question):
             return _similar(engine, settings, target)
         return answer_about(engine.catalog.by_id[target], question)
-    history = [i for _, i in histories(engine).get(user or "", [])][-settings.max_history:]
+    history = [i for _, _, i in histories(engine).get(user or "", [])][-settings.history_used:]
     return _search(engine, settings, question, history)
 
 
@@ -114,10 +120,11 @@ def answer_about(product, question: str) -> ChatAnswer:
     lines: list[str] = []
     used: list[str] = []
     asked: set[str] = set()
-    terms = [t for t in extract_terms(question)]
     values = item_values(product)
-    for term in terms:  # "is it black?", "is it a dress?", "is it not too tight?"
-        verdict = matches(term, values)
+    terms = []
+    for readings in claims(question):  # "is it black?", "is it a dress?", "is it not too tight?"
+        term, verdict = judge(readings, values)  # the grounding checker's own verdict
+        terms.append(term)
         kind = term.kind.replace("_", " ")
         asked.add(term.kind)
         stated = _kind_fact(facts, term.kind)
@@ -182,7 +189,7 @@ def _listing(engine: Engine, settings: Settings, hits, request_text: str, intro:
     grounding = []
     for n, hit in enumerate(hits, 1):
         product = engine.catalog.by_id[hit.id]
-        r, _ = rationale(engine, settings, request_text, product, float(hit.score), history)
+        r, _ = rationale(engine, settings, request_text, product, float(hit.dense), history)
         lines.append(f"{n}. {product.title} (item {product.id}): {r.text}")
         grounding.append({"id": product.id, "facts_used": list(r.facts_used), "backend": r.backend, "score": float(hit.score)})
     lines.append("Ask me about any of them, e.g. \"is the first one black?\"")
@@ -202,7 +209,7 @@ def _search(engine: Engine, settings: Settings, question: str, history: list[str
 def _similar(engine: Engine, settings: Settings, item_id: str) -> ChatAnswer:
     product = engine.catalog.by_id[item_id]
     hits = [h for h in engine.searcher.similar(item_id, settings.chat_k + 1) if h.id != item_id][: settings.chat_k]
-    request_text = f"like {product.title}"
+    request_text = like_request(product)
     return _listing(engine, settings, hits, request_text, f"Products similar to {product.title} (item {item_id}):", "similar")
 
 

@@ -62,7 +62,33 @@ def create_app(settings: Settings | None = None, searcher_factory: Callable[[Set
             return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.openapi = lambda: _openapi(app)
     return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the answers every request body can get before a route runs:
+    400 (a body that is not valid JSON / multipart) and 413 (over the size limit)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorOut", {"title": "ErrorOut", "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string", "title": "Detail"}}})
+    engine = app.state.holder.engine
+    example_id = engine.catalog.ids[0] if engine is not None and len(engine.catalog) else None
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            for param in op.get("parameters", []):  # a real id, for /docs and for fuzzers
+                if param.get("name") == "item_id" and example_id:
+                    param["example"] = example_id
+            if "requestBody" in op:
+                op["responses"].setdefault("400", {"description": "malformed request body", **error})
+                op["responses"].setdefault("413", {"description": "request body too large", **error})
+    app.openapi_schema = schema
+    return schema
 
 
 def _set_threads(n: int) -> None:

@@ -4,21 +4,37 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# hard ceilings the schema states; the configured limits (Settings.max_k ...) may only be lower
-K_CEILING = 1000
-QUERY_CEILING = 4000
-HISTORY_CEILING = 1000
+# API limits, stated in the OpenAPI schema (so a schema-valid request is never refused)
+K_MAX = 100
+QUERY_MAX = 1000
+HISTORY_MAX = 200
+ID_MAX = 200
+NONBLANK = r"\S"  # JSON-schema pattern (unanchored): at least one non-space character
+
+REQUEST = ConfigDict(extra="forbid", strict=True)  # no silent coercion: "5" is not a k, 0 is not false
 
 
-def _strip_nonempty(v: str | None, name: str) -> str | None:
-    if v is None:
-        return None
-    v = v.strip()
-    if not v:
-        raise ValueError(f"{name} must not be empty or blank")
-    return v
+def _integral(v: Any) -> Any:
+    """JSON Schema counts 8.0 as an integer; so do we (but not 8.5, "8" or true)."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+INTEGER_FIELDS = ("k", "n", "max_tokens")
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: strict types, except that an integral float counts as an integer."""
+
+    model_config = REQUEST
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and any(isinstance(data.get(f), float) for f in INTEGER_FIELDS):
+            data = {**data, **{f: _integral(data[f]) for f in INTEGER_FIELDS if isinstance(data.get(f), float)}}
+        return data
 
 
 class ErrorOut(BaseModel):
@@ -26,69 +42,57 @@ class ErrorOut(BaseModel):
 
 
 class Filters(BaseModel):
-    """Structured constraints applied after retrieval: every given attribute must match exactly
-    (case-insensitive) the item's fact of that name, e.g. {"colour": "Black", "department": "Ladieswear"}."""
+    """Metadata filters (retrieval.search.Filters); every given one must hold."""
 
-    model_config = ConfigDict(extra="forbid")
-    attributes: dict[str, str] = Field(default_factory=dict, description="fact name -> required value")
-    max_price: float | None = Field(None, ge=0)
-    min_price: float | None = Field(None, ge=0)
+    model_config = REQUEST
+    category: str | None = Field(None, min_length=1, max_length=200, description="matches any level of the category path")
+    colour: str | None = Field(None, min_length=1, max_length=100, description='a colour word; "blue" includes dark and light blue')
+    price_min: float | None = Field(None, ge=0)
+    price_max: float | None = Field(None, ge=0)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = dict(self.attributes)
-        if self.max_price is not None:
-            out["max_price"] = self.max_price
-        if self.min_price is not None:
-            out["min_price"] = self.min_price
-        return out
+        return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class SearchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    query: str = Field(..., min_length=1, max_length=QUERY_CEILING, examples=["black ankle boots"])
-    k: int | None = Field(None, ge=1, le=K_CEILING, description="results wanted (default from settings)")
+class SearchIn(RequestBody):
+    model_config = REQUEST
+    query: str = Field(..., min_length=1, max_length=QUERY_MAX, pattern=NONBLANK, examples=["black ankle boots"])
+    k: int | None = Field(None, ge=1, le=K_MAX, description="results wanted (default from settings)")
     filters: Filters | None = None
     explain: bool = Field(True, description="attach a grounded rationale to each result")
 
-    _q = field_validator("query")(lambda v: _strip_nonempty(v, "query"))
+
+ONE_OF_SHOPPER = {"anyOf": [{"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+                            {"required": ["history"], "properties": {"history": {"type": "array", "minItems": 1}}}]}
 
 
-class RecommendIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: str | None = Field(None, min_length=1, max_length=200, description="a shopper from the interactions")
-    history: list[str] | None = Field(None, max_length=HISTORY_CEILING, description="item ids, oldest first")
-    k: int | None = Field(None, ge=1, le=K_CEILING)
-    query: str | None = Field(None, max_length=QUERY_CEILING, description="optional text blended with the history")
+class RecommendIn(RequestBody):
+    """A shopper by id, or a history of item ids, or both (the history is then appended to the shopper's)."""
+
+    model_config = ConfigDict(**REQUEST, json_schema_extra=ONE_OF_SHOPPER)
+    user_id: str | None = Field(None, min_length=1, max_length=ID_MAX, description="a shopper from the interactions")
+    history: list[str] | None = Field(None, max_length=HISTORY_MAX, description="item ids, oldest first")
+    k: int | None = Field(None, ge=1, le=K_MAX)
+    query: str | None = Field(None, min_length=1, max_length=QUERY_MAX, pattern=NONBLANK,
+                              description="optional words blended with the history")
     explain: bool = True
 
-    _q = field_validator("query")(lambda v: _strip_nonempty(v, "query"))
-
     @model_validator(mode="after")
-    def _one_source(self):
+    def _some_shopper(self):
         if not self.user_id and not self.history:
-            raise ValueError("give user_id or a non-empty history")
-        if self.user_id and self.history:
-            raise ValueError("give user_id or history, not both")
+            raise ValueError("give a user_id or a non-empty history")
         return self
 
 
-class ExplainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    item_id: str = Field(..., min_length=1, max_length=200)
-    query: str | None = Field(None, max_length=QUERY_CEILING)
-    user_id: str | None = Field(None, min_length=1, max_length=200)
-    history: list[str] | None = Field(None, max_length=HISTORY_CEILING)
-    backend: str | None = Field(None, max_length=50, description="explainer backend (default from settings)")
+class ExplainIn(RequestBody):
+    """Explain an item against a query, a shopper (user_id and/or history), both, or (none given) on its own."""
 
-    _q = field_validator("query")(lambda v: _strip_nonempty(v, "query"))
-
-    @model_validator(mode="after")
-    def _some_request(self):
-        if not self.query and not self.user_id and not self.history:
-            raise ValueError("give a query, a user_id or a history to explain the item against")
-        if self.user_id and self.history:
-            raise ValueError("give user_id or history, not both")
-        return self
+    model_config = REQUEST
+    item_id: str = Field(..., min_length=1, max_length=ID_MAX)
+    query: str | None = Field(None, min_length=1, max_length=QUERY_MAX, pattern=NONBLANK)
+    user_id: str | None = Field(None, min_length=1, max_length=ID_MAX)
+    history: list[str] | None = Field(None, max_length=HISTORY_MAX)
+    backend: str | None = Field(None, min_length=1, max_length=50, description="explainer backend (default from settings)")
 
 
 class RationaleOut(BaseModel):
@@ -112,12 +116,15 @@ class ItemOut(BaseModel):
 class HitOut(ItemOut):
     rank: int
     score: float
+    dense: float = Field(description="similarity in the joint image-text space (the score before query facts are fused in)")
     matched: list[str] = Field(default_factory=list, description="query terms the item matches")
+    because: str | None = Field(None, description="recommend: the history item it is most like")
     rationale: RationaleOut | None = None
 
 
 class ResultsOut(BaseModel):
-    request: str = Field(description="the request as explained (query text, or a summary of the history)")
+    request: str = Field(description="the words the rationales are written against (\"\" = the items on their own facts)")
+    label: str = Field(description="what the results answer, for display")
     k: int
     results: list[HitOut]
     explainer: str | None = None
@@ -159,14 +166,14 @@ class ReloadOut(BaseModel):
 
 # ----- OpenAI-compatible chat -----
 class ChatContentPart(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
     image_url: dict[str, Any] | str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     role: Literal["system", "user", "assistant", "tool", "developer", "function"]
     content: str | list[ChatContentPart] | None = None
     name: str | None = None
@@ -179,23 +186,18 @@ class ChatMessage(BaseModel):
         return "\n".join(p.text or "" for p in self.content if p.type == "text")
 
 
-class ChatCompletionIn(BaseModel):
+class ChatCompletionIn(RequestBody):
     """The OpenAI chat-completions request; sampling fields are accepted and ignored (answers are grounded, not sampled)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field("whyrec", max_length=200)
-    messages: list[ChatMessage] = Field(..., min_length=1, max_length=200)
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=200, description="the last user message is answered")
     stream: bool = False
     user: str | None = Field(None, max_length=200, description="a shopper id: answers use their history")
     n: int | None = Field(None, ge=1, le=1)
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
 
-    @model_validator(mode="after")
-    def _has_user_message(self):
-        if not any(m.role == "user" and m.text().strip() for m in self.messages):
-            raise ValueError("messages must contain a non-empty user message")
-        return self
 
 
 class ChatChoiceMessage(BaseModel):

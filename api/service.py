@@ -34,8 +34,8 @@ def item_out(engine: Engine, product) -> ItemOut:
     )
 
 
-def histories(engine: Engine) -> dict[str, list[tuple[Any, str]]]:
-    """user -> [(timestamp, item id)] oldest first; built once per engine."""
+def histories(engine: Engine) -> dict[str, list[tuple[Any, int, str]]]:
+    """user -> [(timestamp, row, item id)] oldest first; built once per engine."""
     cached = engine._others.get("__histories__")
     if cached is not None:
         return cached
@@ -43,52 +43,48 @@ def histories(engine: Engine) -> dict[str, list[tuple[Any, str]]]:
         cached = engine._others.get("__histories__")
         if cached is None:
             by_user: dict[str, list[tuple[Any, str]]] = {}
-            for it in engine.catalog.interactions:
-                by_user.setdefault(it.user, []).append((it.timestamp, it.item))
+            for n, it in enumerate(engine.catalog.interactions):  # file order breaks same-day ties (as Searcher.history_of)
+                by_user.setdefault(it.user, []).append((it.timestamp, n, it.item))
             for events in by_user.values():
-                events.sort(key=lambda e: (e[0], e[1]))
+                events.sort()
             engine._others["__histories__"] = cached = by_user
     return cached
 
 
 def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
+    """A shopper's most recent `limit` purchases, oldest first (404 for an unknown shopper)."""
     events = histories(engine).get(user_id)
     if not events:
         raise HTTPException(404, f"no shopper {user_id!r} with purchases in the catalog")
-    return [item for _, item in events[-limit:]]
+    return [item for _, _, item in events[-limit:]]
 
 
-def unprocessable(msg: str, *loc: str | int, value: Any = None):
-    """A 422 shaped like FastAPI's own validation errors (so every 422 matches the OpenAPI schema)."""
-    return RequestValidationError([{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": value}])
-
-
-def check_history(engine: Engine, history: Sequence[str], limit: int) -> list[str]:
-    if len(history) > limit:
-        raise unprocessable(f"history holds {len(history)} items; the limit is {limit}", "history")
+def check_history(engine: Engine, history: Sequence[str]) -> list[str]:
     unknown = [i for i in history if i not in engine.catalog.by_id]
     if unknown:
         raise HTTPException(404, f"unknown item id(s) in history: {unknown[:5]}")
     return list(history)
 
 
+def shopper_history(engine: Engine, settings: Settings, user_id: str | None, history: Sequence[str] | None) -> list[str]:
+    """The history a request stands for: the shopper's purchases, then any items it sends (e.g. a cart)."""
+    out = history_of(engine, user_id, settings.history_used) if user_id else []
+    return out + check_history(engine, history or [])
+
+
+def unprocessable(msg: str, *loc: str | int, value: Any = None) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own validation errors (so every 422 matches the OpenAPI schema)."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": value}])
+
+
 def check_k(k: int | None, settings: Settings) -> int:
-    k = settings.default_k if k is None else k
-    if not 1 <= k <= settings.max_k:
-        raise unprocessable(f"k must lie in [1, {settings.max_k}]", "k", value=k)
-    return k
-
-
-def check_query(query: str | None, settings: Settings) -> str | None:
-    if query is not None and len(query) > settings.max_query_chars:
-        raise unprocessable(f"query longer than {settings.max_query_chars} characters", "query")
-    return query
+    return settings.default_k if k is None else k
 
 
 def rationale(engine: Engine, settings: Settings, request_text: str, product, score: float | None = None,
               history: Sequence[str] = (), backend: str | None = None) -> tuple[Any, Any]:
     """(Rationale, Evidence) for one item, cached per (request, history, item, backend)."""
-    from synth_data.explain import gather_evidence
+    from synth_data.explain import checked_explain, gather_evidence
 
     explainer = engine.explainer_for(backend, settings)
     name = backend or engine.explainer_name
@@ -97,9 +93,23 @@ def rationale(engine: Engine, settings: Settings, request_text: str, product, sc
     def make():
         hist = [engine.catalog.by_id[i] for i in history if i in engine.catalog.by_id]
         evidence = gather_evidence(request_text, product, score=score, history=hist or None)
-        return explainer.explain(request_text, product, evidence), evidence
+        if name == "grounded":  # checks its own output
+            return explainer.explain(request_text, product, evidence), evidence
+        # a model's rationale is checked against the catalog, with the grounded one as fallback
+        return checked_explain(explainer, request_text, product, evidence, fallback=engine.explainer_for("grounded", settings)), evidence
 
     return engine.cache.get_or_make(key, make)
+
+
+def like_request(product) -> str:
+    """What "items like this one" asks for, in the vocabulary's words: its colour, pattern and type
+    ("black striped t-shirt"), so rationales of similar items say what they share with it."""
+    from retrieval.vocabulary import item_values
+
+    values = item_values(product)
+    words = [sorted(values.get(kind) or [""])[0] for kind in ("colour", "pattern", "product_type")]
+    words = [w for w in words if w and w != "solid"]
+    return " ".join(words) or product.title
 
 
 def rationale_out(r) -> RationaleOut:
@@ -107,7 +117,10 @@ def rationale_out(r) -> RationaleOut:
 
 
 def evidence_dict(evidence) -> dict[str, Any]:
-    """Evidence as JSON-safe data (dataclasses, Terms and Products become dicts)."""
+    """Evidence as JSON-safe data (its own to_dict when it has one)."""
+    if hasattr(evidence, "to_dict"):
+        evidence = evidence.to_dict()
+
     def clean(x):
         if dataclasses.is_dataclass(x) and not isinstance(x, type):
             if hasattr(x, "facts") and hasattr(x, "title") and hasattr(x, "id"):  # a Product: id + title is enough
@@ -137,9 +150,9 @@ def hits_out(engine: Engine, settings: Settings, hits, request_text: str, explai
         item = item_out(engine, product)
         r = None
         if explain:
-            r = rationale_out(rationale(engine, settings, request_text, product, float(hit.score), history)[0])
-        out.append(HitOut(**item.model_dump(), rank=rank, score=float(hit.score),
-                          matched=[_term_text(t) for t in (getattr(hit, "matched", None) or [])], rationale=r))
+            r = rationale_out(rationale(engine, settings, request_text, product, float(hit.dense), history)[0])
+        out.append(HitOut(**item.model_dump(), rank=rank, score=float(hit.score), dense=float(hit.dense),
+                          matched=[_term_text(t) for t in (hit.matched or [])], because=getattr(hit, "because", None), rationale=r))
     return out
 
 
@@ -151,6 +164,7 @@ def _term_text(t) -> str:
 
 
 def results(engine: Engine, settings: Settings, hits, request_text: str, k: int, explain: bool, t0: float,
-            history: Sequence[str] = ()) -> ResultsOut:
-    return ResultsOut(request=request_text, k=k, results=hits_out(engine, settings, hits, request_text, explain, history),
+            history: Sequence[str] = (), label: str | None = None) -> ResultsOut:
+    """The response body; `request_text` is what rationales are written against, `label` what the client sees."""
+    return ResultsOut(request=request_text, label=label if label is not None else request_text, k=k, results=hits_out(engine, settings, hits, request_text, explain, history),
                       explainer=engine.explainer_name if explain else None, took_ms=round((time.perf_counter() - t0) * 1000, 2))

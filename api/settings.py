@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from api.schemas import HISTORY_MAX, K_MAX
 from retrieval.config import load_yaml
 
 SECTION = "serve"
@@ -30,10 +31,8 @@ class Settings(BaseSettings):
     explainer_options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the explainer factory")
     explain_cache_size: int = Field(4096, ge=0, description="LRU entries of (request, item, backend) -> rationale")
     admin_key: SecretStr | None = Field(None, description="API key for /admin/reload; unset = admin disabled")
-    default_k: int = Field(12, ge=1)
-    max_k: int = Field(100, ge=1)
-    max_query_chars: int = Field(1000, ge=1)
-    max_history: int = Field(200, ge=1, description="most history items a /recommend request may send")
+    default_k: int = Field(12, ge=1, le=K_MAX, description=f"results when a request gives no k (at most {K_MAX})")
+    history_used: int = Field(50, ge=1, le=HISTORY_MAX, description="a shopper's most recent purchases that shape their vector")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="larger request bodies get 413")
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images (decompression bombs) get 400")
     chat_k: int = Field(5, ge=1, le=50, description="products a chat answer names")
@@ -42,14 +41,6 @@ class Settings(BaseSettings):
     users_listed: int = Field(50, ge=0, description="shoppers offered by GET /users (the web page's selector)")
     static_dir: Path = Field(Path(__file__).parent / "static", description="the web page's files")
     log_level: str = "info"
-
-    @field_validator("max_k")
-    @classmethod
-    def _k_sane(cls, v: int, info) -> int:
-        default = info.data.get("default_k", 1)
-        if v < default:
-            raise ValueError(f"max_k ({v}) must be at least default_k ({default})")
-        return v
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from api.deps import Engine, get_engine, get_settings
-from api.schemas import ErrorOut, ItemOut, ResultsOut, UserOut
-from api.service import check_k, item_out, product_or_404, results, histories
+from api.schemas import K_MAX, ErrorOut, ItemOut, ResultsOut, UserOut
+from api.service import check_k, histories, item_out, like_request, product_or_404, results
 from api.settings import Settings
 
 router = APIRouter(tags=["items"])
@@ -34,14 +34,14 @@ def get_item_image(item_id: str, engine: Engine = Depends(get_engine)):
 
 
 @router.get("/items/{item_id}/similar", response_model=ResultsOut, responses=NOT_FOUND, summary="Items that look and read alike")
-def similar(item_id: str, k: int | None = Query(None, ge=1, le=1000), explain: bool = False,
+def similar(item_id: str, k: int | None = Query(None, ge=1, le=K_MAX), explain: bool = False,
             engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
     t0 = time.perf_counter()
     product = product_or_404(engine, item_id)
     k = check_k(k, settings)
     hits = engine.searcher.similar(item_id, k)
-    # the item stands in for the request: "like <title>"
-    return results(engine, settings, hits, f"like {product.title}", k, explain, t0)
+    # the item stands in for the request: its colour, pattern and type
+    return results(engine, settings, hits, like_request(product), k, explain, t0, label=f"similar to {product.title}")
 
 
 @router.get("/users", response_model=list[UserOut], summary="Shoppers with purchases (most active first)")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import ErrorOut, RecommendIn, ResultsOut
-from api.service import check_history, check_k, check_query, history_of, results
+from api.service import check_k, results, shopper_history
 from api.settings import Settings
 
 router = APIRouter(tags=["recommend"])
@@ -19,10 +19,7 @@ router = APIRouter(tags=["recommend"])
 def recommend(body: RecommendIn, engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
     t0 = time.perf_counter()
     k = check_k(body.k, settings)
-    check_query(body.query, settings)
-    if body.user_id:
-        history = history_of(engine, body.user_id, settings.max_history)
-    else:
-        history = check_history(engine, body.history or [], settings.max_history)
+    history = shopper_history(engine, settings, body.user_id, body.history)
     hits = engine.searcher.recommend(history, k, query=body.query)
-    return results(engine, settings, hits, body.query or "", k, body.explain, t0, history=history)
+    label = (f"shopper {body.user_id}" if body.user_id else f"a history of {len(history)} items") + (f" + \"{body.query}\"" if body.query else "")
+    return results(engine, settings, hits, body.query or "", k, body.explain, t0, history=history, label=label)

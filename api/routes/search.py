@@ -8,7 +8,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import ErrorOut, ResultsOut, SearchIn
-from api.service import check_k, check_query, results
+from api.schemas import K_MAX, QUERY_MAX
+from api.service import check_k, results
 from api.settings import Settings
 from api.uploads import UploadError, decode_image
 
@@ -19,7 +20,6 @@ router = APIRouter(tags=["search"])
 def search(body: SearchIn, engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
     t0 = time.perf_counter()
     k = check_k(body.k, settings)
-    check_query(body.query, settings)
     filters = body.filters.as_dict() if body.filters else None
     hits = engine.searcher.search(body.query, k, filters)
     return results(engine, settings, hits, body.query, k, body.explain, t0)
@@ -33,13 +33,12 @@ UPLOAD_ERRORS = {400: {"model": ErrorOut, "description": "broken image or decomp
 @router.post("/search/image", response_model=ResultsOut, responses=UPLOAD_ERRORS,
              summary="Items similar to an uploaded photo (optionally steered by text)")
 async def search_image(image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, ...)"),
-                       text: str | None = Form(None, max_length=4000, description="optional words to steer the search"),
-                       k: int | None = Form(None, ge=1, le=1000), explain: bool = Form(True),
+                       text: str | None = Form(None, max_length=QUERY_MAX, description="optional words to steer the search"),
+                       k: int = Form(None, ge=1, le=K_MAX, description="results wanted (default from settings)"), explain: bool = Form(True),
                        engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
     t0 = time.perf_counter()
     k = check_k(k, settings)
     text = (text or "").strip() or None
-    check_query(text, settings)
     data = await image.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise HTTPException(413, f"upload too large: limit is {settings.max_upload_bytes} bytes")
@@ -49,17 +48,9 @@ async def search_image(image: UploadFile = File(..., description="a photo (JPEG,
         raise HTTPException(err.status, err.detail) from None
 
     def run():
-        hits = engine.searcher.search_image(pil, k, None) if text is None else _image_and_text(engine, pil, text, k)
-        request_text = text or f"items like the uploaded photo {image.filename or ''}".strip()
-        return results(engine, settings, hits, request_text, k, explain, t0)
+        hits = engine.searcher.search_image(pil, k, None, text=text)
+        label = f"photo {image.filename or 'upload'}" + (f" + \"{text}\"" if text else "")
+        return results(engine, settings, hits, text or "", k, explain, t0, label=label)
 
     return await run_in_threadpool(run)
 
-
-def _image_and_text(engine: Engine, pil, text: str, k: int):
-    """Photo plus words: the searcher's own image+text blend when it has one."""
-    searcher = engine.searcher
-    try:
-        return searcher.search_image(pil, k, None, text=text)
-    except TypeError:  # a searcher without text steering: the photo alone decides
-        return searcher.search_image(pil, k, None)

@@ -97,7 +97,7 @@ async function runImageSearch() {
   if (words) form.append("text", words);
   try {
     const data = await api("/search/image", { method: "POST", body: form });
-    state.request = { query: data.request };
+    state.request = { query: data.request || null };
     renderResults(data, `like ${file.name}`);
   } catch (err) {
     setStatus(`image search failed: ${err.message}`, true);
@@ -109,7 +109,7 @@ async function showSimilar(item) {
   setStatus("finding similar items…");
   try {
     const data = await api(`/items/${encodeURIComponent(item.id)}/similar?explain=true`);
-    state.request = { query: data.request };
+    state.request = { query: data.request || null };
     renderResults(data, `similar to ${item.title}`);
   } catch (err) {
     setStatus(`similar items failed: ${err.message}`, true);
@@ -159,7 +159,6 @@ async function openDetail(hit) {
   const r = state.request || {};
   if (r.user_id) req.user_id = r.user_id;
   if (r.query) req.query = r.query;
-  if (!req.user_id && !req.query) req.query = hit.title;
   try {
     const ex = await postJSON("/explain", req);
     $("#detail-text").textContent = ex.rationale.text;
