@@ -45,24 +45,33 @@ class BodySizeLimit:
                     return await self._reject(send, declared)
         seen = 0
         started = False
+        exceeded = False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                raise BodyTooLarge()
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
-        async def tracking_send(message):
+        async def guarded_send(message):
             nonlocal started
+            if exceeded:  # the app turned our exception into its own answer (e.g. 400): answer 413 instead
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send, seen)
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except BodyTooLarge:
             if not started:
                 await self._reject(send, seen)
