@@ -107,7 +107,7 @@ class Engine:
         """The default explainer, or another registered backend (built once per engine)."""
         if not name or name == self.explainer_name:
             return self.explainer
-        with self._others_lock:
+        with self._others_lock:  # a failed build is retried on the next request (not cached)
             if name not in self._others:
                 self._others[name] = build_explainer(name, settings)
             return self._others[name]

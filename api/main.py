@@ -77,6 +77,11 @@ def _openapi(app: FastAPI) -> dict:
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
     schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
         "ErrorOut", {"title": "ErrorOut", "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string", "title": "Detail"}}})
+    backend = schema["components"]["schemas"].get("ExplainIn", {}).get("properties", {}).get("backend")
+    if backend:  # the registered backends, as an enum (the registry is only known at run time)
+        from api.deps import available_explainers
+
+        backend["anyOf"] = [{"type": "string", "enum": available_explainers()}, {"type": "null"}]
     engine = app.state.holder.engine
     example_id = engine.catalog.ids[0] if engine is not None and len(engine.catalog) else None
     for path in schema.get("paths", {}).values():

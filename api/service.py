@@ -3,6 +3,7 @@ and attach cached, grounded rationales. HTTP-free, so chat and REST share one pa
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from typing import Any, Sequence
@@ -14,6 +15,7 @@ from api.deps import Engine
 from api.schemas import HitOut, ItemOut, RationaleOut, ResultsOut
 from api.settings import Settings
 
+log = logging.getLogger(__name__)
 _history_lock = threading.Lock()
 
 
@@ -86,17 +88,24 @@ def rationale(engine: Engine, settings: Settings, request_text: str, product, sc
     """(Rationale, Evidence) for one item, cached per (request, history, item, backend)."""
     from synth_data.explain import checked_explain, gather_evidence
 
-    explainer = engine.explainer_for(backend, settings)
     name = backend or engine.explainer_name
     key = (request_text, tuple(history), product.id, name)
 
     def make():
         hist = [engine.catalog.by_id[i] for i in history if i in engine.catalog.by_id]
         evidence = gather_evidence(request_text, product, score=score, history=hist or None)
+        grounded = engine.explainer_for("grounded", settings)
         if name == "grounded":  # checks its own output
-            return explainer.explain(request_text, product, evidence), evidence
+            return grounded.explain(request_text, product, evidence), evidence
+        try:
+            explainer = engine.explainer_for(name, settings)
+        except Exception as err:  # e.g. llava registered but no adapter configured: say so, answer grounded
+            log.warning("explainer %s unavailable: %s", name, err)
+            r = grounded.explain(request_text, product, evidence)
+            r.fallback_reason = f"backend {name} unavailable: {type(err).__name__}: {err}"
+            return r, evidence
         # a model's rationale is checked against the catalog, with the grounded one as fallback
-        return checked_explain(explainer, request_text, product, evidence, fallback=engine.explainer_for("grounded", settings)), evidence
+        return checked_explain(explainer, request_text, product, evidence, fallback=grounded), evidence
 
     return engine.cache.get_or_make(key, make)
 

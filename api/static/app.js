@@ -37,6 +37,8 @@ async function api(path, options = {}) {
   return body;
 }
 
+const formatPrice = (p) => (p >= 1 ? p.toFixed(2) : p.toPrecision(2));
+
 const postJSON = (path, data) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(data) });
 
 function photo(item, cls = "") {
@@ -48,7 +50,7 @@ function renderResults(data, label) {
   const grid = $("#results");
   grid.replaceChildren();
   for (const hit of data.results) {
-    const facts = [hit.colour, hit.attributes.product_type, hit.price != null ? `price ${hit.price}` : null].filter(Boolean);
+    const facts = [hit.colour, hit.attributes.product_type, hit.price != null ? `price ${formatPrice(hit.price)}` : null].filter(Boolean);
     const card = el("article", { class: "card", tabindex: "0", "data-id": hit.id, onclick: () => openDetail(hit),
                                  onkeydown: (e) => { if (e.key === "Enter") openDetail(hit); } },
       el("div", { class: "photo" }, photo(hit)),
@@ -131,7 +133,11 @@ function renderEvidence(evidence) {
 function describe(value) {
   if (Array.isArray(value)) return value.map(describe).join(", ");
   if (value && typeof value === "object") {
-    if ("phrase" in value && "kind" in value) return `${value.negated ? "not " : ""}${value.phrase} (${value.kind})`;
+    const kind = (k) => String(k).replace(/_/g, " ");
+    if ("quote" in value && "kind" in value) return `"${value.quote}" (${kind(value.kind)}${value.value !== value.quote ? ": " + value.value : ""})`;
+    if ("phrase" in value && "kind" in value) return `${value.negated ? "not " : ""}${value.phrase} (${kind(value.kind)})`;
+    if ("item_id" in value && "shared" in value)
+      return `${value.title} (shares ${value.shared.map((s) => `${kind(s[0])} ${s[1]}`).join(", ")})`;
     if ("title" in value && "id" in value) return `${value.title} (${value.id})`;
     return Object.entries(value).map(([k, v]) => `${k}: ${describe(v)}`).join("; ");
   }
@@ -142,7 +148,7 @@ function describe(value) {
 async function openDetail(hit) {
   const dialog = $("#detail");
   $("#detail-title").textContent = hit.title;
-  $("#detail-meta").textContent = [hit.id, hit.colour, hit.price != null ? `price ${hit.price}` : null].filter(Boolean).join(" · ");
+  $("#detail-meta").textContent = [`item ${hit.id}`, hit.colour, hit.price != null ? `price ${formatPrice(hit.price)}` : null].filter(Boolean).join(" · ");
   const img = $("#detail-image");
   img.hidden = !hit.image_url;
   if (hit.image_url) { img.src = hit.image_url; img.alt = hit.title; }
