@@ -2,7 +2,8 @@
 
 Each handler is a thin wrapper over a plain Python call (importers.import_catalog,
 encoders.lit.train_encoder, search.build_index, search.Searcher). Heavy imports stay inside the
-handlers so `whyrec --help` is fast.
+handlers so `whyrec --help` is fast; bad input raises ValueError/FileNotFoundError, which
+`api.cli` turns into a clear message and exit code 2.
 """
 from __future__ import annotations
 
@@ -12,16 +13,13 @@ import shlex
 import sys
 from pathlib import Path
 
+# the formats of retrieval.importers.IMPORTERS (listed here so --help need not import pandas;
+# tests/retrieval/test_importers.py checks that the two agree)
+IMPORT_FORMATS = ("hm", "amazon2023", "abo", "jsonl", "csv")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    data = sub.add_parser("data", help="import catalogs").add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    imp = data.add_parser("import", help="import a catalog into whyrec's Parquet schema")
-    imp.add_argument("format", choices=["hm", "amazon2023", "abo", "jsonl"])
-    imp.add_argument("path", help="source file or folder")
-    imp.add_argument("--out", required=True, help="catalog folder to write")
-    imp.add_argument("--no-verify-images", action="store_true", help="skip opening every image (faster)")
-    imp.add_argument("--json", action="store_true", help="print the import report as JSON")
-    imp.set_defaults(func=cmd_data_import)
+    register_data(sub)
 
     enc = sub.add_parser("encoder", help="train encoder heads").add_subparsers(dest="encoder_command", required=True, metavar="ACTION")
     tr = enc.add_parser("train", help="train lit projection heads on the catalog's image-text pairs")
@@ -51,11 +49,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_search)
 
 
+def register_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="catalog data: import public formats into whyrec's Parquet catalog")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    imp = actions.add_parser(
+        "import",
+        help="import a catalog (H&M Kaggle, Amazon Reviews 2023, Amazon Berkeley Objects, plain JSONL/CSV)",
+        description="Import a catalog and print a report of what was kept and which rows had problems "
+        "(bad rows are counted with examples, never fatal). 'csv' is the plain schema, like 'jsonl'.",
+    )
+    imp.add_argument("format", choices=IMPORT_FORMATS)
+    imp.add_argument("path", help="source file or folder")
+    imp.add_argument("--out", required=True, metavar="DIR", help="catalog folder to write")
+    imp.add_argument("--no-verify-images", action="store_true",
+                     help="only check that image files exist, do not decode them (faster; broken files get through)")
+    imp.add_argument("--local-image-dir", metavar="DIR",
+                     help="where the images are (amazon2023: <parent_asin>.jpg or the URL's file name; "
+                     "abo: the folder images.csv paths are relative to; hm: the NNN/ folders; jsonl: base of relative paths)")
+    imp.add_argument("--reviews", metavar="FILE", help="amazon2023: reviews jsonl (default: <Category>.jsonl beside meta_<Category>.jsonl)")
+    imp.add_argument("--images-csv", metavar="FILE", help="abo: images.csv(.gz) (default: found beside the listings)")
+    imp.add_argument("--json", action="store_true", help="print the import report as JSON")
+    imp.set_defaults(func=cmd_data_import)
+
+
 def cmd_data_import(args) -> int:
     from retrieval.importers import import_catalog
 
-    _, report = import_catalog(args.format, args.path, args.out, verify_images=not args.no_verify_images)
-    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if args.json else report.summary())
+    _, report = import_catalog(
+        args.format, args.path, args.out,
+        verify_images=not args.no_verify_images,
+        local_image_dir=args.local_image_dir, reviews=args.reviews, images_csv=args.images_csv,
+    )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(report.summary())
+        print(f"catalog written to {args.out}")
     return 0
 
 

@@ -117,6 +117,7 @@ class Searcher:
         self.index = index
         self.cfg = cfg or SearchConfig()
         self.products: list[Product] = [catalog.by_id[i] for i in index.ids]
+        self._histories: dict[str, list[str]] | None = None
         self._build_fact_tables()
 
     def _build_fact_tables(self) -> None:
@@ -249,10 +250,14 @@ class Searcher:
 
     def history_of(self, user: str) -> list[str]:
         """A shopper's purchased items, oldest first (file order breaks same-day ties)."""
-        events = [(it.timestamp, n, it.item) for n, it in enumerate(self.catalog.interactions) if it.user == user]
-        if not events:
+        if self._histories is None:
+            events: dict[str, list] = {}
+            for n, it in enumerate(self.catalog.interactions):
+                events.setdefault(it.user, []).append((it.timestamp, n, it.item))
+            self._histories = {u: [item for _, _, item in sorted(ev)] for u, ev in events.items()}
+        if user not in self._histories:
             raise KeyError(f"unknown user {user!r}")
-        return [item for _, _, item in sorted(events)]
+        return self._histories[user]
 
     def recommend(self, history: Sequence[str], k: int = 10, query: str | None = None, filters: Filters | dict | None = None,
                   exclude_history: bool = True) -> list[Hit]:

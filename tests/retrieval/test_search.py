@@ -1,0 +1,112 @@
+"""End to end on the bundled demo catalog: import -> encode (real towers + shipped heads) -> FAISS -> search."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.search import Filters, parse_filters
+from retrieval.vocabulary import item_values
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_colour_and_type_words_pull_matching_items_to_the_top(demo_searcher):
+    hits = demo_searcher.search("black dress", k=5)
+    assert len(hits) == 5
+    for h in hits:
+        v = item_values(demo_searcher.catalog[h.id])
+        assert "black" in v["colour"] and "dress" in v["product_type"], (h, v)
+        assert set(h.matched) == {"black", "dress"}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_late_fusion_beats_dense_only_on_fact_words(demo_searcher):
+    from retrieval.search import SearchConfig, Searcher
+
+    dense = Searcher(demo_searcher.catalog, demo_searcher.encoder, demo_searcher.index, SearchConfig(attribute_weight=0.0))
+
+    def good(s):
+        hits = s.search("white t-shirt", k=5)
+        return sum({"white"} <= item_values(s.catalog[h.id])["colour"] | {"x"} and "t-shirt" in item_values(s.catalog[h.id])["product_type"] for h in hits)
+
+    assert good(demo_searcher) >= good(dense)
+    assert good(demo_searcher) >= 3
+
+
+def test_negated_words_push_items_down(demo_searcher):
+    hits = demo_searcher.search("dress not black", k=5)
+    assert not any("black" in item_values(demo_searcher.catalog[h.id])["colour"] for h in hits)
+
+
+def test_filters_hold_and_still_fill_k(demo_searcher):
+    hits = demo_searcher.search("top", k=8, filters={"colour": "black"})
+    assert len(hits) == 8 and all("black" in item_values(demo_searcher.catalog[h.id])["colour"] for h in hits)
+    prices = [p.price for p in demo_searcher.catalog.products if p.price is not None]
+    lo, hi = np.percentile(prices, [25, 50])
+    hits = demo_searcher.search("jacket", k=5, filters=Filters(price_min=lo, price_max=hi))
+    assert hits and all(lo <= demo_searcher.catalog[h.id].price <= hi for h in hits)
+    hits = demo_searcher.search("anything", k=5, filters={"category": "Shoes"})
+    assert hits and all("shoes" in " ".join(demo_searcher.catalog[h.id].category).lower() for h in hits)
+
+
+def test_image_search_finds_the_item_itself_first(demo_searcher):
+    p = next(p for p in demo_searcher.catalog.products if p.image_paths)
+    hits = demo_searcher.search_image(p.image_paths[0], k=3)
+    assert hits[0].id == p.id
+    with Image.open(p.image_paths[0]) as im:
+        assert demo_searcher.search_image(im.copy(), k=1)[0].id == p.id
+
+
+def test_similar_excludes_the_item_and_recommend_excludes_history(demo_searcher):
+    item = demo_searcher.catalog.ids[0]
+    hits = demo_searcher.similar(item, k=5)
+    assert len(hits) == 5 and item not in [h.id for h in hits]
+    with pytest.raises(KeyError):
+        demo_searcher.similar("nope")
+    user = demo_searcher.catalog.interactions[0].user
+    history = demo_searcher.history_of(user)
+    recs = demo_searcher.recommend(history, k=5)
+    assert len(recs) == 5 and not set(history) & {h.id for h in recs}
+    assert all(h.because in history for h in recs)
+    steered = demo_searcher.recommend(history, k=5, query="black")
+    assert sum("black" in item_values(demo_searcher.catalog[h.id])["colour"] for h in steered) >= 4
+    with pytest.raises(ValueError):
+        demo_searcher.recommend(["nope"], k=5)
+
+
+def test_bad_queries_and_filters_are_explained(demo_searcher):
+    with pytest.raises(ValueError, match="empty"):
+        demo_searcher.search("   ")
+    with pytest.raises(ValueError, match="unknown filter"):
+        parse_filters(["size=M"])
+    with pytest.raises(ValueError, match="price"):
+        parse_filters(["price=cheap"])
+    assert parse_filters(["price=..0.05", "color=navy"]) == Filters(colour="navy", price_max=0.05)
+
+
+def run_cli(*args, cfg_path):
+    return subprocess.run([sys.executable, "-m", "api.cli", "search", "--config", str(cfg_path), *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_cli_search_table_json_and_query_file(demo_config, tmp_path):
+    import yaml
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(demo_config))
+    table = run_cli("black strap top", "-k", "3", cfg_path=cfg_path)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0].split()[:3] == ["#", "score", "id"] and len(table.stdout.splitlines()) == 4
+    (tmp_path / "q.txt").write_text("black strap top\n\nwhite trainers\n")
+    lines = run_cli("--queries", str(tmp_path / "q.txt"), "-k", "4", "--filter", "colour=black", cfg_path=cfg_path)
+    assert lines.returncode == 0, lines.stderr
+    answers = [json.loads(line) for line in lines.stdout.splitlines()]
+    assert [a["query"] for a in answers] == ["black strap top", "white trainers"]
+    assert all(len(a["results"]) == 4 and {"id", "score"} <= set(a["results"][0]) for a in answers)
+    bad = run_cli("x", "--filter", "size=M", cfg_path=cfg_path)
+    assert bad.returncode == 2 and "unknown filter" in bad.stderr
