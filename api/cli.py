@@ -9,7 +9,7 @@ import os
 import sys
 
 # packages whose `cli.register(subparsers)` adds subcommands, bottom layer first
-COMMAND_MODULES = ("retrieval.cli", "synth_data.cli", "llava_tuning.cli", "eval.cli", "api.serve_cli")
+COMMAND_MODULES = ("retrieval.cli", "synth_data.cli", "llava_tuning.cli", "eval.cli", "api.serve_cli", "api.explain_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

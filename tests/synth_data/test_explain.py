@@ -1,0 +1,111 @@
+"""The grounded explainer: evidence, honest text, determinism, the injection case, fallback."""
+from __future__ import annotations
+
+import pytest
+
+from retrieval.vocabulary import item_values
+from synth_data.explain import (EXPLAINERS, GroundedExplainer, Rationale, checked_explain, gather_evidence,
+                                get_explainer, register_explainer, request_terms)
+from synth_data.grounding import check
+
+REQUESTS = ["something black for the gym, not too tight", "navy jeans, nothing baggy", "a striped dress for women",
+            "white trainers", "a cotton tee for men", "not black please, a wool jumper", "gift for my sister", ""]
+
+
+def test_request_terms_keep_the_shoppers_words():
+    rts = {(rt.term.kind, rt.term.value, rt.term.negated): rt.quote for rt in request_terms("something black for the gym, not too tight")}
+    assert rts[("colour", "black", False)] == "black"
+    assert rts[("department", "sport", False)] == "gym"
+    assert rts[("fit", "slim", True)] == "not too tight"
+
+
+def test_gather_evidence_sorts_request_terms(by_id, products):
+    ev = gather_evidence("something black for the gym, not too tight", by_id["001"], score=0.8, history=products[3:6])
+    assert {(r.term.kind, r.term.value) for r in ev.matched} == {("colour", "black"), ("department", "sport")}
+    assert [r.quote for r in ev.unknown] == ["not too tight"]  # tights: high waist only, nothing about the cut
+    assert ev.unmet == [] and ev.score == 0.8
+    assert ev.history and ev.history[0].item_id == "006"  # the black sneakers share the colour
+    ev = gather_evidence("something black for the gym", by_id["009"])
+    assert {(r.term.kind, r.term.value) for r in ev.unmet} == {("colour", "black"), ("department", "sport")}
+
+
+@pytest.mark.parametrize("request_", REQUESTS)
+def test_every_rationale_is_grounded_and_names_its_facts(products, request_, ):
+    ex = GroundedExplainer()
+    for p in products:
+        ev = gather_evidence(request_, p, score=0.5, history=products[:3])
+        r = ex.explain(request_, p, ev)
+        assert r.backend == "grounded" and r.text and r.fallback_reason is None
+        result = check(r.text, p, request=request_, sources=[h.title for h in ev.history])
+        assert result.ok, (request_, p.title, r.text, result.reasons())
+        values = item_values(p)
+        for fact in r.facts_used:
+            kind, _, value = fact.partition(": ")
+            if kind in values:
+                assert value in values[kind], (fact, values)
+
+
+def test_positive_and_hard_negative_say_what_they_should(by_id):
+    ex = GroundedExplainer()
+    pos = ex.explain("black leggings for the gym", by_id["001"])
+    assert "black" in pos.text and "sport" in pos.text and "colour: black" in pos.facts_used
+    neg = ex.explain("black leggings for the gym", by_id["011"])  # a dark blue sport vest top
+    assert '"black"' in neg.text and "dark blue" in neg.text  # says where it falls short, quoting the shopper
+    assert "colour: dark blue" in neg.facts_used
+    avoid = ex.explain("navy jeans, nothing baggy", by_id["002"])  # slim dark blue jeans
+    assert "slim fit, not a loose fit" in avoid.text
+
+
+def test_explanations_are_deterministic_and_vary_between_requests(by_id):
+    ex = GroundedExplainer()
+    a = ex.explain("a red dress", by_id["005"]).text
+    assert a == ex.explain("a red dress", by_id["005"]).text
+    texts = {ex.explain(f"a red dress {w}", by_id["005"]).text.split(":")[0] for w in ("please", "today", "now", "for me", "asap", "thanks")}
+    assert len(texts) > 1  # several wordings across requests
+
+
+def test_instructions_in_the_catalog_do_not_change_the_rationale(catalog, injected_catalog):
+    ex = GroundedExplainer()
+    for p, q in zip(catalog.products, injected_catalog.products):
+        assert item_values(p) == item_values(q)  # the injected text names no attribute
+        for request_ in REQUESTS[:4]:
+            clean, injected = ex.explain(request_, p), ex.explain(request_, q)
+            assert clean == injected
+            assert "HACKED" not in injected.text and "instruction" not in injected.text.lower()
+
+
+class _Liar:
+    def explain(self, request, product, evidence=None):
+        return Rationale("It is a bright red silk dress.", ["colour: red"], "liar")
+
+
+class _Broken:
+    def explain(self, request, product, evidence=None):
+        raise RuntimeError("model not loaded")
+
+
+class _Honest:
+    def explain(self, request, product, evidence=None):
+        return Rationale("It is white.", ["colour: white"], "honest")
+
+
+def test_checked_explain_falls_back_with_a_reason(by_id):
+    tee = by_id["004"]
+    out = checked_explain(_Liar(), "a red dress", tee)
+    assert out.backend == "grounded" and out.fallback_reason.startswith("grounding:") and "colour" in out.fallback_reason
+    assert check(out.text, tee, request="a red dress").ok
+    out = checked_explain(_Broken(), "a red dress", tee)
+    assert out.backend == "grounded" and "model not loaded" in out.fallback_reason
+    out = checked_explain(_Honest(), "a red dress", tee)
+    assert out.backend == "honest" and out.fallback_reason is None
+
+
+def test_registry(by_id):
+    assert isinstance(get_explainer("grounded"), GroundedExplainer)
+    with pytest.raises(ValueError, match="unknown explainer"):
+        get_explainer("nope")
+    register_explainer("honest-test", _Honest)
+    try:
+        assert get_explainer("honest-test").explain("x", by_id["004"]).backend == "honest"
+    finally:
+        EXPLAINERS.pop("honest-test")
