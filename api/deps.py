@@ -7,6 +7,8 @@ lives on until its last request lets go of it.
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import threading
 import time
@@ -61,29 +63,32 @@ def build_searcher(settings: Settings):
     return Searcher.from_config(settings.config)
 
 
+# explainer backends that live in higher-layer packages: name -> module that registers it when imported
+PLUGINS = {"llava": "llava_tuning.generate"}
+
+
 def build_explainer(name: str, settings: Settings):
     """An explanation backend by name, from synth_data's registry (llava registers itself there)."""
-    from synth_data.explain import get_explainer
+    from synth_data.explain import EXPLAINERS, get_explainer
 
+    if name not in EXPLAINERS and name in PLUGINS:
+        importlib.import_module(PLUGINS[name])  # heavy (torch, transformers): only when asked for
     options = settings.explainer_options if name == settings.explainer else {}
     return get_explainer(name, **options)
 
 
 def available_explainers() -> list[str]:
-    try:
-        from synth_data.explain import EXPLAINERS
-    except ImportError:  # pragma: no cover - synth_data is part of the package
-        return []
-    _load_plugins()
-    return sorted(EXPLAINERS)
+    """Registered backends plus installed plugins (found without importing them)."""
+    from synth_data.explain import EXPLAINERS
 
-
-def _load_plugins() -> None:
-    """Importing llava_tuning registers the "llava" backend when that package is installed."""
-    try:
-        import llava_tuning.explain  # noqa: F401
-    except ImportError:
-        pass
+    names = set(EXPLAINERS)
+    for name, module in PLUGINS.items():
+        try:
+            if importlib.util.find_spec(module) is not None:
+                names.add(name)
+        except ModuleNotFoundError:
+            pass
+    return sorted(names)
 
 
 @dataclass
@@ -116,7 +121,6 @@ class Engine:
 def build_engine(settings: Settings, generation: int = 0,
                  searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
     t0 = time.time()
-    _load_plugins()
     searcher = searcher_factory(settings)
     explainer = build_explainer(settings.explainer, settings)
     engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation)
