@@ -19,6 +19,7 @@ from typing import Any, Callable, Hashable
 from fastapi import Depends, HTTPException, Request
 
 from api.settings import Settings
+from retrieval.config import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,14 @@ def build_searcher(settings: Settings):
 
     if settings.config is None:
         raise ValueError("no config file: pass --config or set WHYREC_CONFIG (the searcher needs catalog/encoder/index sections)")
-    return Searcher.from_config(settings.config)
+    cfg = load_yaml(settings.config)
+    # one thread count for the serving process: torch (encoder) and faiss share OpenMP, and flipping
+    # it between them on every request costs more than it saves (DESIGN.md)
+    cfg["encoder"] = {**(cfg.get("encoder") or {}), "threads": settings.threads}
+    index = dict(cfg.get("index") or {})
+    index["params"] = {**(index.get("params") or {}), "threads": settings.threads}
+    cfg["index"] = index
+    return Searcher.from_config(cfg)
 
 
 # explainer backends that live in higher-layer packages: name -> module that registers it when imported
