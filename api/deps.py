@@ -108,6 +108,7 @@ class Engine:
     explainer_name: str
     cache: LRUCache
     generation: int
+    histories: dict[str, list[tuple[Any, int, str]]] = field(default_factory=dict)  # user -> [(time, row, item)], oldest first
     loaded_at: float = field(default_factory=time.time)
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -126,12 +127,23 @@ class Engine:
             return self._others[name]
 
 
+def shopper_histories(catalog) -> dict[str, list[tuple[Any, int, str]]]:
+    """Every shopper's purchases, oldest first; file order breaks same-day ties (as Searcher.history_of)."""
+    by_user: dict[str, list[tuple[Any, int, str]]] = {}
+    for n, it in enumerate(catalog.interactions):
+        by_user.setdefault(it.user, []).append((it.timestamp, n, it.item))
+    for events in by_user.values():
+        events.sort()
+    return by_user
+
+
 def build_engine(settings: Settings, generation: int = 0,
                  searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
     t0 = time.time()
     searcher = searcher_factory(settings)
     explainer = build_explainer(settings.explainer, settings)
-    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation)
+    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation,
+                    shopper_histories(searcher.catalog))
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
     return engine
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from typing import Any, Sequence
 
@@ -16,7 +15,6 @@ from api.schemas import HitOut, ItemOut, RationaleOut, ResultsOut
 from api.settings import Settings
 
 log = logging.getLogger(__name__)
-_history_lock = threading.Lock()
 
 
 def product_or_404(engine: Engine, item_id: str):
@@ -37,20 +35,8 @@ def item_out(engine: Engine, product) -> ItemOut:
 
 
 def histories(engine: Engine) -> dict[str, list[tuple[Any, int, str]]]:
-    """user -> [(timestamp, row, item id)] oldest first; built once per engine."""
-    cached = engine._others.get("__histories__")
-    if cached is not None:
-        return cached
-    with _history_lock:
-        cached = engine._others.get("__histories__")
-        if cached is None:
-            by_user: dict[str, list[tuple[Any, str]]] = {}
-            for n, it in enumerate(engine.catalog.interactions):  # file order breaks same-day ties (as Searcher.history_of)
-                by_user.setdefault(it.user, []).append((it.timestamp, n, it.item))
-            for events in by_user.values():
-                events.sort()
-            engine._others["__histories__"] = cached = by_user
-    return cached
+    """user -> [(timestamp, row, item id)] oldest first (built with the engine)."""
+    return engine.histories
 
 
 def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
