@@ -6,6 +6,7 @@ closed-loop clients for --duration seconds per scenario and concurrency level:
 - search:         POST /search, explain=false
 - search_explain: POST /search, explain=true (grounded rationale per result)
 - recommend:      POST /recommend {user_id}, explain=true (rationales point at the history)
+- explain:        POST /explain {item_id, query, backend} (opt-in; --backend llava for the tuned model)
 
 Queries are drawn from the vocabulary ("navy striped shirt for men", ...) with a fixed seed and
 are all distinct within a run, and the server is started with its explanation cache off, so
@@ -32,7 +33,8 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("search", "search_explain", "recommend")
+SCENARIOS = ("search", "search_explain", "recommend", "explain")
+DEFAULT_SCENARIOS = ("search", "search_explain", "recommend")
 
 
 def shopper_queries(n: int, seed: int = 0) -> list[str]:
@@ -86,7 +88,9 @@ def start_server(config: str, cache: bool, log_path: Path, timeout: float = 600)
         time.sleep(0.5)
 
 
-def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: int) -> tuple[str, dict]:
+def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: int, items: list[str], backend: str) -> tuple[str, dict]:
+    if scenario == "explain":
+        return "/explain", {"item_id": items[(i * 7919) % len(items)], "query": queries[i % len(queries)], "backend": backend}
     if scenario == "search":
         return "/search", {"query": queries[i % len(queries)], "k": k, "explain": False}
     if scenario == "search_explain":
@@ -95,9 +99,10 @@ def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: 
 
 
 def run_scenario(url: str, scenario: str, concurrency: int, duration: float, queries: list[str], users: list[str], k: int,
-                 warmup: float, offset: int) -> dict:
+                 warmup: float, offset: int, items: list[str] = (), backend: str = "grounded") -> dict:
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[str] = []
+    fallbacks: list[str] = []
     counter = iter(range(offset, 10**9))
     lock = threading.Lock()
     start = time.perf_counter()
@@ -112,13 +117,15 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
                     return
                 with lock:
                     i = next(counter)
-                path, body = request_for(scenario, i, queries, users, k)
+                path, body = request_for(scenario, i, queries, users, k, items, backend)
                 t0 = time.perf_counter()
                 try:
                     r = client.post(path, json=body)
                     ok = r.status_code == 200
                     if not ok:
                         errors.append(f"{r.status_code}: {r.text[:120]}")
+                    elif scenario == "explain" and r.json()["rationale"].get("fallback_reason"):
+                        fallbacks.append(r.json()["rationale"]["fallback_reason"][:120])
                 except httpx.HTTPError as err:
                     ok = False
                     errors.append(repr(err))
@@ -132,7 +139,8 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
     for t in threads:
         t.join()
     lat = np.array([x for per in latencies for x in per])
-    return {"scenario": scenario, "concurrency": concurrency, "requests": int(len(lat)), "errors": len(errors),
+    extra = {"backend": backend, "fallbacks": len(fallbacks), "fallback_examples": fallbacks[:3]} if scenario == "explain" else {}
+    return {"scenario": scenario, "concurrency": concurrency, **extra, "requests": int(len(lat)), "errors": len(errors),
             "error_examples": errors[:3], "requests_per_s": round(len(lat) / duration, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
             "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
@@ -147,7 +155,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per scenario and concurrency")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--concurrency", default="1,4", help="comma-separated closed-loop client counts")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"comma-separated, from {','.join(SCENARIOS)}")
+    ap.add_argument("--backend", default="grounded", help="explainer backend for the explain scenario (grounded | llava)")
     ap.add_argument("-k", type=int, default=12)
     ap.add_argument("--cache", action="store_true", help="leave the server's explanation cache on")
     ap.add_argument("--seed", type=int, default=0)
@@ -171,6 +180,8 @@ def main() -> None:
     try:
         health = httpx.get(url + "/health").json()
         users = [u["id"] for u in httpx.get(url + "/users", params={"limit": 1000}).json()]
+        items = [h["id"] for q in ("dress", "shirt", "trousers", "shoes", "bag", "sweater", "jacket", "top")
+                 for h in httpx.post(url + "/search", json={"query": q, "k": 100, "explain": False}, timeout=60).json()["results"]]
         levels = [int(c) for c in args.concurrency.split(",")]
         per_run = int(max(levels) * (args.duration + args.warmup) * 200)  # more than a run can use: every query distinct
         queries = shopper_queries(per_run * len(scenarios) * len(levels), args.seed)
@@ -179,7 +190,7 @@ def main() -> None:
         for scenario in scenarios:
             for c in levels:
                 print(f"{scenario} x{c} for {args.duration:.0f}s ...", file=sys.stderr)
-                res = run_scenario(url, scenario, c, args.duration, queries, users, args.k, args.warmup, offset)
+                res = run_scenario(url, scenario, c, args.duration, queries, users, args.k, args.warmup, offset, items, args.backend)
                 offset += per_run
                 print(json.dumps(res), file=sys.stderr)
                 results.append(res)
