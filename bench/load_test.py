@@ -189,7 +189,7 @@ def main() -> None:
         offset = 0
         for scenario in scenarios:
             for c in levels:
-                print(f"{scenario} x{c} for {args.duration:.0f}s ...", file=sys.stderr)
+                print(f"{scenario} x{c} for {args.duration:.0f}s (load average {os.getloadavg()[0]:.2f}) ...", file=sys.stderr)
                 res = run_scenario(url, scenario, c, args.duration, queries, users, args.k, args.warmup, offset, items, args.backend)
                 offset += per_run
                 print(json.dumps(res), file=sys.stderr)
@@ -197,7 +197,8 @@ def main() -> None:
         print(json.dumps({
             "config": args.config, "url": url, "items": health["items"], "index_size": health["index_size"],
             "encoder": health["encoder"], "explainer": health["explainer"], "explain_cache": args.cache, "k": args.k,
-            "duration_s": args.duration, "cpus": os.cpu_count(), "shoppers_used": len(users), "results": results,
+            "duration_s": args.duration, "cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "shoppers_used": len(users), "results": results,
         }, indent=2))
     finally:
         if proc is not None:
