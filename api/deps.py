@@ -137,11 +137,24 @@ def shopper_histories(catalog) -> dict[str, list[tuple[Any, int, str]]]:
     return by_user
 
 
+def warm_up(searcher) -> None:
+    """Load the lazily built towers now (text and image), so neither the first request after start
+    nor the first after a reload waits seconds for a model to load."""
+    from PIL import Image
+
+    t0 = time.time()
+    searcher.search("warm up", 1)
+    searcher.search_image(Image.new("RGB", (64, 96), (255, 255, 255)), 1)
+    log.info("towers warmed up in %.1fs", time.time() - t0)
+
+
 def build_engine(settings: Settings, generation: int = 0,
                  searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
     t0 = time.time()
     searcher = searcher_factory(settings)
     explainer = build_explainer(settings.explainer, settings)
+    if settings.warmup:
+        warm_up(searcher)
     engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation,
                     shopper_histories(searcher.catalog))
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)

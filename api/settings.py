@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     chat_k: int = Field(5, ge=1, le=50, description="products a chat answer names")
     chat_model: str = "whyrec"
     threads: int = Field(1, ge=1, description="torch/faiss threads per request (one beats two on 2 cores)")
+    warmup: bool = Field(True, description="load the text and image towers before serving (and before a reload swaps)")
     users_listed: int = Field(50, ge=0, description="shoppers offered by GET /users (the web page's selector)")
     static_dir: Path = Field(Path(__file__).parent / "static", description="the web page's files")
     log_level: str = "info"
