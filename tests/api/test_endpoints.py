@@ -135,8 +135,3 @@ def test_openapi_documents_every_endpoint(client):
     writers = [(p, m) for p, ops in paths.items() for m in ops if m in ("put", "patch", "delete")]
     assert writers == []
 
-
-def test_towers_are_loaded_before_the_first_request(live):
-    """Warm-up: neither the first query nor the first photo after start (or reload) waits for a model to load."""
-    towers = live.app.state.holder.engine.searcher.encoder.towers
-    assert towers._text is not None and towers._image is not None

@@ -66,6 +66,9 @@ def test_reload_under_concurrent_load_loses_no_request(reload_server, settings):
 @pytest.mark.slow
 def test_failed_reload_keeps_serving_the_old_index(reload_server, settings):
     server, own = reload_server
+    # warm-up: before its first request the server has both towers loaded (no request waits for a model)
+    towers = server.app.state.holder.engine.searcher.encoder.towers
+    assert towers._text is not None and towers._image is not None
     cfg = yaml.safe_load(own.read_text())
     cfg["index"]["dir"] = str(own.parent / "no-index-here")
     own.write_text(yaml.safe_dump(cfg))
