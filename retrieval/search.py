@@ -3,8 +3,10 @@
 A query is read twice: the encoder turns it into a vector, and the vocabulary picks out the
 attribute values it names (colour, type, pattern, department, material, fit, with synonyms and
 negation). Candidates are the dense top-N plus the items that match every named value; each is
-scored `dense + attribute_weight * (matched - violated) / named`. Dense similarity alone misses
-colour and pattern words (navy, lace, polka dot); facts alone cannot rank within a match.
+scored `dense + attribute_weight * fact`, where `fact` is the kind-weighted share of named values
+the item backs (1 for a structured attribute, `text_fact_credit` for a word only its description
+uses; a violated negation counts -1). Dense similarity alone misses colour and pattern words
+(navy, lace, polka dot); facts alone cannot rank within a match.
 """
 from __future__ import annotations
 
@@ -51,6 +53,9 @@ class SearchConfig:
     max_fact_candidates: int = 50_000  # items matching every named value, added to the candidates
     history_half_life: float = 5.0  # purchases: weight halves every this many newer purchases
     query_weight: float = 0.5  # recommend with a query: share of the query vector
+    text_fact_credit: float = 0.5  # a value read only from the description counts this much
+    # fit and material are preferences; type, colour, pattern and department decide what is asked for
+    kind_weights: dict = field(default_factory=lambda: {"material": 0.5, "fit": 0.3})
 
 
 @dataclass
@@ -121,16 +126,15 @@ class Searcher:
         self._build_fact_tables()
 
     def _build_fact_tables(self) -> None:
-        n = len(self.products)
-        postings: dict[tuple[str, str], list[int]] = {}
+        strong: dict[tuple[str, str], list[int]] = {}
+        weak: dict[tuple[str, str], list[int]] = {}
         for row, p in enumerate(self.products):
+            structured = item_values(p, text=False)
             for kind, values in item_values(p).items():
                 for v in values:
-                    postings.setdefault((kind, v), []).append(row)
-        self.postings = {key: np.array(rows, dtype=np.int64) for key, rows in postings.items()}
-        self.kinds_known = {kind: np.zeros(n, bool) for kind, _ in self.postings}
-        for (kind, _), rows in self.postings.items():
-            self.kinds_known[kind][rows] = True
+                    (strong if v in structured[kind] else weak).setdefault((kind, v), []).append(row)
+        self.strong_postings = {key: np.array(rows, dtype=np.int64) for key, rows in strong.items()}
+        self.weak_postings = {key: np.array(rows, dtype=np.int64) for key, rows in weak.items()}
         self.prices = np.array([np.nan if p.price is None else p.price for p in self.products], dtype=np.float64)
         self.category_paths = [" > ".join(p.category).lower() for p in self.products]
         self.colours = [p.colour.lower() for p in self.products]
@@ -145,14 +149,24 @@ class Searcher:
         return cls(catalog, encoder, index, section(cfg, "search", SearchConfig))
 
     # ------------------------------------------------------------------ facts
-    def term_mask(self, term: Term) -> np.ndarray:
-        """Items whose facts back the term's value (ignoring negation)."""
-        mask = np.zeros(len(self.products), bool)
-        for v in accepts(term.kind, term.value):
-            rows = self.postings.get((term.kind, v))
+    def term_credit(self, term: Term) -> np.ndarray:
+        """Per item, how well its facts back the term's value (ignoring negation): 1 for a
+        structured attribute, `text_fact_credit` for a description word, else 0."""
+        credit = np.zeros(len(self.products), np.float32)
+        values = accepts(term.kind, term.value)
+        for v in values:
+            rows = self.weak_postings.get((term.kind, v))
             if rows is not None:
-                mask[rows] = True
-        return mask
+                credit[rows] = self.cfg.text_fact_credit
+        for v in values:
+            rows = self.strong_postings.get((term.kind, v))
+            if rows is not None:
+                credit[rows] = 1.0
+        return credit
+
+    def term_mask(self, term: Term) -> np.ndarray:
+        """Items whose facts back the term's value at all (ignoring negation)."""
+        return self.term_credit(term) > 0
 
     def filter_mask(self, filters: Filters) -> np.ndarray | None:
         if filters.is_empty():
@@ -179,8 +193,9 @@ class Searcher:
         k = max(1, min(int(k), n))
         _, dense_ids = self.index.search(qvec, min(n, self.cfg.candidates + len(exclude)), allowed)
         cand = {self.index.row[i] for i in dense_ids[0]}
-        named = [t for t in terms]
-        masks = [self.term_mask(t) for t in named]
+        named = list(terms)
+        credits = [self.term_credit(t) for t in named]
+        masks = [c > 0 for c in credits]
         positive = [m for t, m in zip(named, masks) if not t.negated]
         if positive and self.cfg.attribute_weight > 0:
             full = np.logical_and.reduce(positive)
@@ -197,11 +212,11 @@ class Searcher:
         rows = np.fromiter(cand, dtype=np.int64)
         dense = np.asarray(self.index.vectors[rows]) @ np.asarray(qvec, np.float32)
         fact = np.zeros(len(rows), np.float32)
-        for t, m in zip(named, masks):
-            hit = m[rows]
-            fact += np.where(hit, -1.0, 0.0) if t.negated else hit.astype(np.float32)
+        weights = [float(self.cfg.kind_weights.get(t.kind, 1.0)) for t in named]
+        for t, c, w in zip(named, credits, weights):
+            fact += w * (-(c[rows] > 0).astype(np.float32) if t.negated else c[rows])
         if named:
-            fact /= len(named)
+            fact /= sum(weights)
         score = dense + self.cfg.attribute_weight * fact
         top = np.argsort(-score, kind="stable")[:k]
         hits = []

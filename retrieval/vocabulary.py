@@ -55,7 +55,7 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "blouse": ["blouse"],
         "top": ["top", "crop top"],
         "vest top": ["vest top", "tank top", "tank", "camisole", "cami", "strap top", "singlet"],
-        "bra": ["bra", "bralette", "sports bra", "push-up bra"],
+        "bra": ["bra", "bralette", "push-up bra"],
         "shorts": ["shorts"],
         "skirt": ["skirt", "miniskirt", "maxi skirt"],
         "underwear bottom": ["briefs", "knickers", "panties", "thong", "hipster briefs", "boxer shorts", "boxers", "underwear bottom"],
@@ -63,11 +63,11 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "swimwear bottom": ["bikini bottoms", "bikini bottom", "swim shorts", "swimming trunks", "swimwear bottom"],
         "bikini top": ["bikini top", "bikini"],
         "swimsuit": ["swimsuit", "swimming costume", "bathing suit", "one-piece"],
-        "jacket": ["jacket", "bomber", "parka", "windbreaker", "puffer jacket", "denim jacket"],
+        "jacket": ["jacket", "bomber", "parka", "windbreaker", "puffer jacket"],
         "coat": ["coat", "trench coat", "overcoat", "raincoat"],
         "blazer": ["blazer", "suit jacket"],
         "hoodie": ["hoodie", "hooded sweatshirt", "hoody"],
-        "leggings/tights": ["leggings", "tights", "gym leggings"],
+        "leggings/tights": ["leggings", "tights"],
         "cardigan": ["cardigan"],
         "socks": ["socks", "sock", "ankle socks"],
         "bag": ["bag", "handbag", "shoulder bag", "tote", "tote bag", "backpack", "clutch"],
@@ -97,7 +97,10 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
         "checked": ["checked", "check", "plaid", "tartan", "gingham", "houndstooth"],
         "dotted": ["polka dot", "polka dots", "polka-dot", "dotted", "spotted", "dots", "spots"],
         "lace": ["lace", "lacy", "lace-trimmed"],
-        "printed": ["printed", "print", "patterned", "all-over print", "floral", "flowers", "leopard print", "animal print", "graphic", "logo"],
+        "printed": ["printed", "print", "prints", "patterned"],
+        "all-over print": ["all-over print", "all over print", "floral", "flowers", "flowery", "leopard print", "animal print",
+                           "paisley", "camouflage", "camo"],
+        "graphic print": ["graphic", "logo", "slogan", "front print", "placement print", "printed motif", "motif"],
         "denim": ["denim"],
         "melange": ["melange", "marl", "heather", "marled"],
         "embroidered": ["embroidered", "embroidery", "broderie anglaise"],
@@ -132,7 +135,8 @@ SYNONYMS: dict[str, dict[str, list[str]]] = {
     "department": {
         "women": ["women", "womens", "women's", "ladies", "ladieswear", "for her", "woman"],
         "men": ["men", "mens", "men's", "menswear", "for him", "man", "guys"],
-        "kids": ["kids", "children", "childrens", "children's", "girls", "boys", "girl's", "boy's", "child"],
+        "kids": ["kids", "kid", "children", "childrens", "children's", "girls", "boys", "girl", "boy", "girl's", "boy's", "child",
+                 "little girl", "little boy", "little girls", "little boys"],
         "baby": ["baby", "babies", "infant", "newborn", "toddler"],
         "sport": ["sport", "sports", "gym", "workout", "training", "running", "yoga", "athletic", "activewear", "fitness"],
         "teen": ["divided", "teen", "teens"],
@@ -162,9 +166,9 @@ FAMILIES: dict[str, dict[str, list[str]]] = {
         "swimwear": ["swimsuit", "bikini top", "swimwear bottom"],
         "jewellery": ["earring", "necklace", "ring"],
     },
-    "pattern": {"printed": ["dotted", "striped", "checked"]},
+    "pattern": {"printed": ["all-over print", "graphic print", "dotted", "striped", "checked"]},
     "material": {"knit": ["wool"], "leather": ["faux leather"]},
-    "department": {"women": ["teen"]},
+    "department": {"women": ["teen"], "kids": ["baby"]},
     "fit": {},
 }
 for _kind, _fams in FAMILIES.items():
@@ -183,8 +187,8 @@ CATALOG_VALUE_ALIASES = {
                "other yellow": "yellow", "dark turquoise": "turquoise", "light turquoise": "turquoise", "other turquoise": "turquoise",
                "other blue": "blue", "other green": "green", "other purple": "purple", "khaki green": "khaki",
                "bronze/copper": "gold", "metal": "silver", "mole": "beige", "yellowish green": "light green"},
-    "pattern": {"stripe": "striped", "check": "checked", "dot": "dotted", "all over pattern": "printed", "placement print": "printed",
-                "front print": "printed", "glittering/metallic": "sparkly", "metallic": "sparkly", "sequin": "sparkly",
+    "pattern": {"stripe": "striped", "check": "checked", "dot": "dotted", "all over pattern": "all-over print", "placement print": "graphic print",
+                "front print": "graphic print", "glittering/metallic": "sparkly", "metallic": "sparkly", "sequin": "sparkly",
                 "embroidery": "embroidered", "colour blocking": "colour block", "transparent": "mesh", "chambray": "denim"},
     "department": {"ladieswear": "women", "menswear": "men", "baby/children": "kids", "divided": "teen", "sport": "sport"},
     "product_type": {"leggings/tights": "leggings/tights", "underwear tights": "leggings/tights", "heeled sandals": "sandals",
@@ -238,15 +242,32 @@ def tokens(text: str) -> list[str]:
     return TOKEN_RE.findall(text.lower())
 
 
+CLAUSE_RE = re.compile(r"[,.;:!?()]")
+
+
+def _words_and_clauses(text: str) -> tuple[list[str], set[int]]:
+    """The word tokens of `text` (as `tokens`) and the positions of words that open a new clause."""
+    words: list[str] = []
+    starts: set[int] = set()
+    for m in re.finditer(TOKEN_RE.pattern + "|" + CLAUSE_RE.pattern, text.lower()):
+        if CLAUSE_RE.fullmatch(m.group()):
+            starts.add(len(words))
+        else:
+            words.append(m.group())
+    return words, starts
+
+
 def extract_terms(text: str, kinds: tuple[str, ...] = KINDS) -> list[Term]:
     """Attribute values named in `text`, longest phrase first, with negation ("not black",
     "without lace", "not too tight") marked."""
     table, longest = _phrase_table()
-    toks = tokens(text)
+    toks, clause_starts = _words_and_clauses(text)
     out: list[Term] = []
     i = 0
     neg_until = -1
     while i < len(toks):
+        if i in clause_starts:
+            neg_until = -1  # "not too tight, black": the comma ends the negation
         if toks[i] in NEGATIONS:
             neg_until = i + 3  # "not too tight", "without any lace"
             i += 1
@@ -289,31 +310,53 @@ def accepts(kind: str, value: str) -> frozenset[str]:
     return frozenset(out)
 
 
-def item_values(p: Product) -> dict[str, set[str]]:
-    """The vocabulary values an item's facts back, per kind. Structured attributes first; material,
-    fit and pattern words are also read from the title and description (H&M has no material field)."""
+# Nouns for a garment's parts: a fit word right before one describes the part ("wide shoulder
+# straps", "regular waist", "straight hem"), not how the garment fits.
+FIT_PART_NOUNS = frozenset({
+    "sleeves", "sleeve", "sides", "ribbing", "lace", "elastication", "elasticated", "elastic", "shoulder", "shoulders",
+    "waistband", "waist", "flounce", "flounces", "buttoned", "neckline", "hem", "straps", "strap", "trim", "cuffs",
+    "cuff", "collar", "band", "hood", "opening", "armholes", "pleats", "frill", "frills", "ruffle", "ruffles", "panel",
+    "panels", "drawstring", "tie", "ties", "belt", "brim", "lapels", "rib", "ribbed", "smocking", "yoke", "gusset",
+})
+
+
+def _names_a_part(t: Term, toks: list[str]) -> bool:
+    nxt = t.start + len(t.phrase.split())
+    return nxt < len(toks) and toks[nxt] in FIT_PART_NOUNS
+
+
+def item_values(p: Product, text: bool = True) -> dict[str, set[str]]:
+    """The vocabulary values an item's facts back, per kind. Structured attributes first; with
+    `text`, material, fit and pattern words are also read from the title and description (H&M has
+    no material field). Search trusts the structured values more than the text-read ones."""
     facts = p.facts()
     out: dict[str, set[str]] = {k: set() for k in KINDS}
     for kind, keys in (("colour", ("colour", "colour_master")), ("product_type", ("product_type",)), ("pattern", ("pattern",)),
-                       ("department", ("index_group", "department")), ("material", ("material",)), ("fit", ("fit",))):
+                       ("department", ("index", "index_group", "department")), ("material", ("material",)), ("fit", ("fit",))):
         for key in keys:
             v = canonical(kind, facts.get(key, ""))
             if v:
                 out[kind].add(v)
-                if kind == "colour":
-                    break  # the specific colour wins over the coarse master colour
-    text_terms = extract_terms(f"{p.title}. {p.description}", ("material", "fit", "pattern", "product_type"))
+    if "sport" in facts.get("index_group", "").lower() or "sport" in facts.get("section", "").lower():
+        out["department"].add("sport")
+    if not text:
+        if facts.get("garment_group", "").lower() == "trousers denim" and "trousers" in out["product_type"]:
+            out["product_type"].add("jeans")
+        return out
+    body = f"{p.title}. {p.description}"
+    text_terms = extract_terms(body, ("material", "fit", "pattern", "product_type"))
+    toks = tokens(body)
     for t in text_terms:
         if t.negated:
             continue
+        if t.kind == "fit" and _names_a_part(t, toks):
+            continue  # "wide sleeves", "regular waist": a detail's shape, not the garment's fit
         if t.kind in ("material", "fit") or (t.kind == "pattern" and t.value in ("lace", "embroidered", "sparkly", "mesh", "denim")):
             out[t.kind].add(t.value)
         if t.kind == "product_type" and not out["product_type"]:
             out["product_type"].add(t.value)
     if facts.get("garment_group", "").lower() == "trousers denim" and "trousers" in out["product_type"]:
         out["product_type"].add("jeans")
-    if "sport" in facts.get("index_group", "").lower() or "sport" in facts.get("section", "").lower():
-        out["department"].add("sport")
     return out
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Protocol
 
 from retrieval.vocabulary import extract_terms
-from synth_data.explain import KIND_WORDS, _state, compose_rationale, gather_evidence, plain_sentence
+from synth_data.explain import _state, compose_rationale, gather_evidence, plain_sentence
 from synth_data.grounding import verdict
 from synth_data.phrasing import Bank, ItemView, cap, join
 from synth_data.tasks import Task

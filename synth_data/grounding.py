@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from retrieval.catalog import Product
-from retrieval.vocabulary import Term, accepts, extract_terms, item_values, matches, tokens
+from retrieval.vocabulary import FIT_PART_NOUNS, Term, accepts, extract_terms, item_values, matches, tokens
 
 # Value groups that do not exclude one another; absence of the whole group means "not stated".
 FIBRES = frozenset({"cotton", "wool", "linen", "silk", "viscose", "polyester", "leather", "faux leather", "suede"})
@@ -59,7 +59,7 @@ class GroundingResult:
     contradicted: list[Term] = field(default_factory=list)
     not_stated: list[Term] = field(default_factory=list)
     quoted: list[Term] = field(default_factory=list)  # inside a verbatim quotation: not a claim
-    paired: list[Term] = field(default_factory=list)  # another garment ("wear it with jeans"): not a claim
+    paired: list[Term] = field(default_factory=list)  # another garment or a part ("with jeans", "wide sleeves"): not a claim
     item_values: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -163,7 +163,8 @@ def read_clause(clause: str) -> tuple[list[str], list[Term], list[Term]]:
       dress" is still a dress), a bare noun stays negated ("not a jacket");
     - "isn't a cardigan or a hoodie": the negation runs over an or-list;
     - a garment after "with", "under", "into", ... ("pair it with black jeans") or "top" in "on
-      top" is another item, not a claim about this one.
+      top" is another item, not a claim about this one; a fit word before a part noun ("wide
+      sleeves") is the part's shape (as in `item_values`).
     Returns the tokens, the terms that are claims, and the terms set aside as other garments."""
     clause = re.sub(r"\bnot only\b", "only", clause, flags=re.IGNORECASE)
     toks = tokens(clause)
@@ -171,6 +172,9 @@ def read_clause(clause: str) -> tuple[list[str], list[Term], list[Term]]:
     paired: set[int] = set()
     starts = {t.start: k for k, t in enumerate(terms) if t.kind == "product_type"}
     for i, t in enumerate(terms):
+        if t.kind == "fit" and (max(_span(t)) + 1 < len(toks)) and toks[max(_span(t)) + 1] in FIT_PART_NOUNS:
+            paired.add(i)  # "wide sleeves": a part's shape, read the same way item_values reads the catalog
+            continue
         if t.kind != "product_type":
             continue
         end = max(_span(t)) + 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 

@@ -52,5 +52,20 @@ def test_item_values_read_structured_facts_and_description():
 
 def test_canonical_maps_catalog_spellings():
     assert canonical("colour", "Greenish Khaki") == "khaki"
-    assert canonical("pattern", "All over pattern") == "printed"
+    assert canonical("pattern", "All over pattern") == "all-over print"
+    assert "all-over print" in accepts("pattern", "printed")
     assert canonical("colour", "Unknown") is None
+
+
+def test_punctuation_ends_a_negation_and_compounds_keep_their_words():
+    assert ("colour", "black", False) in kv("not too tight, black")
+    assert {("department", "sport", False), ("product_type", "bra", False)} <= kv("sports bra")
+    assert {("pattern", "denim", False), ("product_type", "jacket", False)} <= kv("oversized denim jacket")
+    assert ("department", "kids", False) in kv("pink dress for a little girl")
+
+
+def test_structured_values_can_be_read_without_the_description():
+    p = Product("1", "Bra", "Soft bra in lace.", {"product_type": "Bra", "pattern": "Solid", "colour": "Light Pink",
+                                                   "colour_master": "Lilac Purple"})
+    assert "lace" in item_values(p)["pattern"] and "lace" not in item_values(p, text=False)["pattern"]
+    assert {"light pink", "purple"} <= item_values(p, text=False)["colour"]  # both colour facts count

@@ -109,3 +109,10 @@ def test_registry(by_id):
         assert get_explainer("honest-test").explain("x", by_id["004"]).backend == "honest"
     finally:
         EXPLAINERS.pop("honest-test")
+
+
+@pytest.mark.parametrize("request_", ['a "black" dress', "black\n\ndress", "ÉLÉGANT robe noire 🖤", "x" * 5000, "not", "   "])
+def test_odd_requests_still_give_grounded_text(by_id, request_):
+    for p in (by_id["005"], by_id["001"]):
+        r = GroundedExplainer().explain(request_, p)
+        assert r.text and check(r.text, p, request=request_).ok

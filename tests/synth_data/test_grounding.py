@@ -196,3 +196,16 @@ def test_labelled_sets_hold_at_least_100_sentences():
     from synth_data.grounding_eval import default_paths, load_labelled
 
     assert len(load_labelled(default_paths()[0])) >= 100
+
+
+def test_fit_words_about_a_part_are_not_the_items_fit():
+    """retrieval.vocabulary.item_values (changed for grounding): 'wide shoulder straps', 'regular
+    waist' describe a part; 'wide legs', 'slim fit' describe the garment."""
+    from retrieval.catalog import Product
+    from retrieval.vocabulary import item_values
+
+    tights = Product("t", "Tights", "Sports tights with a high waist and wide, elasticated ribbing and wide shoulder straps.")
+    assert item_values(tights)["fit"] == {"high waist"}
+    assert not check("They have a loose fit.", tights).contradicted  # the cut is not stated
+    trousers = Product("w", "Trousers", "Trousers with a regular waist and wide legs.")
+    assert item_values(trousers)["fit"] == {"loose"}
