@@ -69,12 +69,30 @@ def check_k(k: int | None, settings: Settings) -> int:
     return settings.default_k if k is None else k
 
 
+def history_evidence(engine: Engine, item_id: str, history: Sequence[str], n: int) -> list[str]:
+    """The `n` purchases most like the item (by the index's vectors), most alike first: the ones an
+    explanation can point at ("like X, which you bought"). Reading every purchase of a long history
+    through the vocabulary for every result would cost more than the rest of the request."""
+    history = list(dict.fromkeys(i for i in history if i != item_id))
+    if len(history) <= n:
+        return history
+    index = engine.searcher.index
+    known = [i for i in history if i in index.row]
+    if item_id not in index.row or not known:
+        return history[-n:]
+    sims = index.scores(index.vector(item_id), known)
+    order = sorted(range(len(known)), key=lambda j: (-float(sims[j]), j))
+    return [known[j] for j in order[:n]]
+
+
 def rationale(engine: Engine, settings: Settings, request_text: str, product, score: float | None = None,
               history: Sequence[str] = (), backend: str | None = None) -> tuple[Any, Any]:
-    """(Rationale, Evidence) for one item, cached per (request, history, item, backend)."""
+    """(Rationale, Evidence) for one item, cached per (request, history, item, backend). Of the
+    history, only the purchases most like the item are weighed (see `history_evidence`)."""
     from synth_data.explain import checked_explain, gather_evidence
 
     name = backend or engine.explainer_name
+    history = history_evidence(engine, product.id, history, settings.explain_history)
     key = (request_text, tuple(history), product.id, name)
 
     def make():

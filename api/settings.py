@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(None, description="API key for /admin/reload; unset = admin disabled")
     default_k: int = Field(12, ge=1, le=K_MAX, description=f"results when a request gives no k (at most {K_MAX})")
     history_used: int = Field(50, ge=1, le=HISTORY_MAX, description="a shopper's most recent purchases that shape their vector")
+    explain_history: int = Field(5, ge=0, le=50, description="purchases (the most alike) an explanation may point at, per item")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="larger request bodies get 413")
     max_image_pixels: int = Field(40_000_000, ge=1, description="larger images (decompression bombs) get 400")
     chat_k: int = Field(5, ge=1, le=50, description="products a chat answer names")
