@@ -135,3 +135,17 @@ def test_openapi_documents_every_endpoint(client):
     writers = [(p, m) for p, ops in paths.items() for m in ops if m in ("put", "patch", "delete")]
     assert writers == []
 
+
+
+def test_explanations_weigh_the_purchases_most_like_the_item(live, settings, shopper):
+    from api.service import history_evidence, shopper_history
+
+    engine = live.app.state.holder.engine
+    history = shopper_history(engine, settings, shopper, None)
+    assert len(history) > settings.explain_history
+    item = engine.catalog.ids[0]
+    picked = history_evidence(engine, item, history, settings.explain_history)
+    index = engine.searcher.index
+    sims = dict(zip(history, index.scores(index.vector(item), history)))
+    assert len(picked) == settings.explain_history
+    assert sorted(sims.values(), reverse=True)[: len(picked)] == [sims[i] for i in picked]
