@@ -103,6 +103,7 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
     errors: list[str] = []
     fallbacks: list[str] = []
+    server_ms: list[float] = []  # the server's own `took_ms` (no HTTP, no JSON), where the response has one
     counter = iter(range(offset, 10**9))
     lock = threading.Lock()
     start = time.perf_counter()
@@ -126,6 +127,8 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
                         errors.append(f"{r.status_code}: {r.text[:120]}")
                     elif scenario == "explain" and r.json()["rationale"].get("fallback_reason"):
                         fallbacks.append(r.json()["rationale"]["fallback_reason"][:120])
+                    elif scenario != "explain" and t0 >= measure_from:
+                        server_ms.append(r.json()["took_ms"])
                 except httpx.HTTPError as err:
                     ok = False
                     errors.append(repr(err))
@@ -145,7 +148,9 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
             "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
-            "mean_ms": round(float(lat.mean()), 2) if len(lat) else None}
+            "mean_ms": round(float(lat.mean()), 2) if len(lat) else None,
+            "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2) if server_ms else None,
+            "server_p99_ms": round(float(np.percentile(server_ms, 99)), 2) if server_ms else None}
 
 
 def main() -> None:
