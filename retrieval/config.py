@@ -55,7 +55,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     return cls(**data)
 
 
-def section(config: dict[str, Any] | str | Path | None, name: str, cls: type[T], **overrides: Any) -> T:
+def section(config: dict[str, Any] | str | Path | None, name: str, cls: type[T], /, **overrides: Any) -> T:
     """The `name` section of a config (dict or YAML path) as `cls`, with non-None overrides applied."""
     if not isinstance(config, dict):
         config = load_yaml(config)
