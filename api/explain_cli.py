@@ -15,6 +15,7 @@ def register(subparsers) -> None:
                                       "else $WHYREC_CATALOG, else var/hm/catalog)")
     p.add_argument("--config", help="a YAML config with a catalog: section (configs/hm.yaml)")
     p.add_argument("--backend", default="grounded", help="explainer: grounded (default) or llava once a tuned model is set up")
+    p.add_argument("--model", help="llava: a tune output, adapter or merged model dir, or a preset (default: $WHYREC_LLAVA_MODEL or var/tune/tiny-offline)")
     p.add_argument("--history", nargs="*", default=[], metavar="ITEM_ID", help="items the shopper bought before")
     p.add_argument("--score", type=float, help="the retrieval similarity of the item, if it came from a search")
     p.add_argument("--json", action="store_true", help="print JSON (text, backend, facts_used, grounding, evidence)")
@@ -32,7 +33,7 @@ def _explain(args: argparse.Namespace) -> int:
         except ModuleNotFoundError as err:
             if err.name not in ("llava_tuning", "llava_tuning.explain"):
                 raise
-    explainer = get_explainer(args.backend)
+    explainer = get_explainer(args.backend, **({"model": args.model} if args.model else {}))
     catalog_dir = args.catalog
     if catalog_dir is None and args.config:
         from retrieval.config import load_yaml
