@@ -75,7 +75,7 @@ def answer(engine: Engine, settings: Settings, messages: Sequence[ChatMessage], 
         if SIMILAR_RE.search(question):
             return _similar(engine, settings, target)
         return answer_about(engine.catalog.by_id[target], question)
-    history = [i for _, _, i in histories(engine).get(user or "", [])][-settings.history_used:]
+    history = histories(engine).get(user or "", [])[-settings.history_used:]
     return _search(engine, settings, question, history)
 
 

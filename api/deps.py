@@ -108,7 +108,6 @@ class Engine:
     explainer_name: str
     cache: LRUCache
     generation: int
-    histories: dict[str, list[tuple[Any, int, str]]] = field(default_factory=dict)  # user -> [(time, row, item)], oldest first
     loaded_at: float = field(default_factory=time.time)
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -125,16 +124,6 @@ class Engine:
             if name not in self._others:
                 self._others[name] = build_explainer(name, settings)
             return self._others[name]
-
-
-def shopper_histories(catalog) -> dict[str, list[tuple[Any, int, str]]]:
-    """Every shopper's purchases, oldest first; file order breaks same-day ties (as Searcher.history_of)."""
-    by_user: dict[str, list[tuple[Any, int, str]]] = {}
-    for n, it in enumerate(catalog.interactions):
-        by_user.setdefault(it.user, []).append((it.timestamp, n, it.item))
-    for events in by_user.values():
-        events.sort()
-    return by_user
 
 
 def warm_up(searcher) -> None:
@@ -155,8 +144,8 @@ def build_engine(settings: Settings, generation: int = 0,
     explainer = build_explainer(settings.explainer, settings)
     if settings.warmup:
         warm_up(searcher)
-    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation,
-                    shopper_histories(searcher.catalog))
+    searcher.histories()  # built now, not on the first request
+    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation)
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
     return engine
 

@@ -34,17 +34,17 @@ def item_out(engine: Engine, product) -> ItemOut:
     )
 
 
-def histories(engine: Engine) -> dict[str, list[tuple[Any, int, str]]]:
-    """user -> [(timestamp, row, item id)] oldest first (built with the engine)."""
-    return engine.histories
+def histories(engine: Engine) -> dict[str, list[str]]:
+    """user -> purchased item ids, oldest first (the searcher builds them once)."""
+    return engine.searcher.histories()
 
 
 def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
     """A shopper's most recent `limit` purchases, oldest first (404 for an unknown shopper)."""
-    events = histories(engine).get(user_id)
-    if not events:
+    items = histories(engine).get(user_id)
+    if not items:
         raise HTTPException(404, f"no shopper {user_id!r} with purchases in the catalog")
-    return [item for _, _, item in events[-limit:]]
+    return items[-limit:]
 
 
 def check_history(engine: Engine, history: Sequence[str]) -> list[str]:

@@ -263,14 +263,18 @@ class Searcher:
         vecs = np.stack([self.index.vector(i) for i in known])
         return l2_normalise((weights[:, None] * vecs).sum(0))
 
-    def history_of(self, user: str) -> list[str]:
-        """A shopper's purchased items, oldest first (file order breaks same-day ties)."""
+    def histories(self) -> dict[str, list[str]]:
+        """Every shopper's purchased items, oldest first (file order breaks same-day ties); built once."""
         if self._histories is None:
             events: dict[str, list] = {}
             for n, it in enumerate(self.catalog.interactions):
                 events.setdefault(it.user, []).append((it.timestamp, n, it.item))
             self._histories = {u: [item for _, _, item in sorted(ev)] for u, ev in events.items()}
-        if user not in self._histories:
+        return self._histories
+
+    def history_of(self, user: str) -> list[str]:
+        """A shopper's purchased items, oldest first."""
+        if user not in self.histories():
             raise KeyError(f"unknown user {user!r}")
         return self._histories[user]
 
