@@ -33,3 +33,17 @@ def test_unknown_keys_and_missing_files_are_clear_errors(tmp_path):
         section({"outer": {"nmae": "typo"}}, "outer", Outer)
     with pytest.raises(FileNotFoundError):
         load_yaml(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "hm.yaml", "gpu-production.yaml"])
+def test_shipped_configs_fill_every_retrieval_section(name):
+    from pathlib import Path
+
+    from retrieval.encoders import EncoderConfig
+    from retrieval.search import CatalogConfig, IndexConfig, SearchConfig
+
+    cfg = load_yaml(Path(__file__).resolve().parents[2] / "configs" / name)
+    assert section(cfg, "catalog", CatalogConfig).dir
+    assert section(cfg, "encoder", EncoderConfig).name in ("lit", "openclip")
+    assert section(cfg, "index", IndexConfig).params.nprobe > 0
+    assert section(cfg, "search", SearchConfig).attribute_weight >= 0
