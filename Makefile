@@ -30,9 +30,9 @@ demo-index: install
 demo: demo-index
 	$(WHYREC) serve --config configs/demo.yaml
 
-# Debian's chromium for the browser test (installed by the project, never by hand)
+# Debian's chromium + its chromedriver for the browser test (selenium; installed by the project, never by hand)
 browser:
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed: the browser test will fail"
+	@(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "chromium/chromedriver could not be installed: the browser test will fail"
 
 test: install browser
 	$(PY) -m pytest -q --timeout=900

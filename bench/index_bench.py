@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=2000)
     ap.add_argument("--factory", default="auto")
     ap.add_argument("--nprobe", type=int, nargs="+", default=[16])
-    ap.add_argument("--k-factor", type=int, default=32)
+    ap.add_argument("--k-factor", type=int, default=64)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()

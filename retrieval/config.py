@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,11 +25,19 @@ def load_yaml(path: str | Path | None) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"config file {path} not found")
-    text = os.path.expandvars(path.read_text())
+    text = expand_env(path.read_text())
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: top level must be a mapping of sections")
     return data
+
+
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str) -> str:
+    """Replace `${VAR}` (empty when unset) and `${VAR:-default}` with values from the environment."""
+    return ENV_RE.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), text)
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
@@ -46,7 +55,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     return cls(**data)
 
 
-def section(config: dict[str, Any] | str | Path | None, name: str, cls: type[T], **overrides: Any) -> T:
+def section(config: dict[str, Any] | str | Path | None, name: str, cls: type[T], /, **overrides: Any) -> T:
     """The `name` section of a config (dict or YAML path) as `cls`, with non-None overrides applied."""
     if not isinstance(config, dict):
         config = load_yaml(config)

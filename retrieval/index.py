@@ -36,7 +36,7 @@ class IndexParams:
     factory: str = "auto"  # a faiss factory string, or auto (Flat below exact_below, else IVF-PQfs-refine)
     exact_below: int = 100_000
     nprobe: int = 16
-    k_factor: int = 32  # refine: candidates re-ranked exactly = k * k_factor
+    k_factor: int = 64  # refine: k * k_factor PQ candidates re-ranked exactly (32 left recall@10 at 0.92 on 1M clustered vectors, 64 gave 0.995+)
     recall_queries: int = 200
     threads: int = 1  # one thread per single query beat two here (DESIGN.md)
     use_gpu: bool = True  # only where faiss-gpu is installed and CUDA is present

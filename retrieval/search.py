@@ -54,6 +54,7 @@ class SearchConfig:
     history_half_life: float = 5.0  # purchases: weight halves every this many newer purchases
     query_weight: float = 0.5  # recommend with a query: share of the query vector
     text_fact_credit: float = 0.5  # a value read only from the description counts this much
+    family_credit: float = 0.8  # "green" asked, a khaki item: a family member counts less than the value itself
     # fit and material are preferences; type, colour, pattern and department decide what is asked for
     kind_weights: dict = field(default_factory=lambda: {"material": 0.5, "fit": 0.3})
 
@@ -151,17 +152,15 @@ class Searcher:
     # ------------------------------------------------------------------ facts
     def term_credit(self, term: Term) -> np.ndarray:
         """Per item, how well its facts back the term's value (ignoring negation): 1 for a
-        structured attribute, `text_fact_credit` for a description word, else 0."""
+        structured attribute, `text_fact_credit` for a description word, times `family_credit`
+        when only a family member matches ("blue" asked, a dark blue item); else 0."""
         credit = np.zeros(len(self.products), np.float32)
-        values = accepts(term.kind, term.value)
-        for v in values:
-            rows = self.weak_postings.get((term.kind, v))
-            if rows is not None:
-                credit[rows] = self.cfg.text_fact_credit
-        for v in values:
-            rows = self.strong_postings.get((term.kind, v))
-            if rows is not None:
-                credit[rows] = 1.0
+        for v in accepts(term.kind, term.value):
+            closeness = 1.0 if v == term.value else self.cfg.family_credit
+            for postings, source in ((self.weak_postings, self.cfg.text_fact_credit), (self.strong_postings, 1.0)):
+                rows = postings.get((term.kind, v))
+                if rows is not None:
+                    credit[rows] = np.maximum(credit[rows], closeness * source)
         return credit
 
     def term_mask(self, term: Term) -> np.ndarray:
@@ -263,14 +262,18 @@ class Searcher:
         vecs = np.stack([self.index.vector(i) for i in known])
         return l2_normalise((weights[:, None] * vecs).sum(0))
 
-    def history_of(self, user: str) -> list[str]:
-        """A shopper's purchased items, oldest first (file order breaks same-day ties)."""
+    def histories(self) -> dict[str, list[str]]:
+        """Every shopper's purchased items, oldest first (file order breaks same-day ties); built once."""
         if self._histories is None:
             events: dict[str, list] = {}
             for n, it in enumerate(self.catalog.interactions):
                 events.setdefault(it.user, []).append((it.timestamp, n, it.item))
             self._histories = {u: [item for _, _, item in sorted(ev)] for u, ev in events.items()}
-        if user not in self._histories:
+        return self._histories
+
+    def history_of(self, user: str) -> list[str]:
+        """A shopper's purchased items, oldest first."""
+        if user not in self.histories():
             raise KeyError(f"unknown user {user!r}")
         return self._histories[user]
 

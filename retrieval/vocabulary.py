@@ -186,7 +186,7 @@ CATALOG_VALUE_ALIASES = {
                "light orange": "orange", "other orange": "orange", "dark yellow": "yellow", "light yellow": "yellow",
                "other yellow": "yellow", "dark turquoise": "turquoise", "light turquoise": "turquoise", "other turquoise": "turquoise",
                "other blue": "blue", "other green": "green", "other purple": "purple", "khaki green": "khaki",
-               "bronze/copper": "gold", "metal": "silver", "mole": "beige", "yellowish green": "light green"},
+               "bronze/copper": "gold", "mole": "beige", "yellowish green": "light green"},
     "pattern": {"stripe": "striped", "check": "checked", "dot": "dotted", "all over pattern": "all-over print", "placement print": "graphic print",
                 "front print": "graphic print", "glittering/metallic": "sparkly", "metallic": "sparkly", "sequin": "sparkly",
                 "embroidery": "embroidered", "colour blocking": "colour block", "transparent": "mesh", "chambray": "denim"},

@@ -14,7 +14,7 @@ from llava_tuning.adapters import load_model
 from llava_tuning.presets import create_model
 from llava_tuning.train import tune
 
-from conftest import tune_config
+from tests.llava_tuning.conftest import tune_config
 
 
 @pytest.mark.slow  # creating the MLflow sqlite store takes ~10 s

@@ -68,7 +68,7 @@ def test_catalog_from_a_config_file(catalog_dir, tmp_path, capsys):
 
 
 def test_synth_generate_openai_backend_from_flags(catalog_dir, tmp_path, capsys, monkeypatch):
-    from test_openai import FakeChat, answer_by_item
+    from tests.synth_data.test_openai import FakeChat, answer_by_item
 
     monkeypatch.setenv("WHYREC_CLI_KEY", "sk-cli")
     with FakeChat(answer_by_item) as srv:

@@ -1,0 +1,191 @@
+"""Dependencies the routes share: the settings, and the loaded `Engine` (searcher + explainer +
+explanation cache) behind a holder that /admin/reload swaps atomically.
+
+A request takes the engine once, at its start (`Depends(get_engine)`), and uses that object to
+the end, so a reload never pulls the index out from under a request in flight: the old engine
+lives on until its last request lets go of it.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from fastapi import Depends, HTTPException, Request
+
+from api.settings import Settings
+from retrieval.config import load_yaml
+
+log = logging.getLogger(__name__)
+
+
+class LRUCache:
+    """A small thread-safe LRU map (explanations per (request, item, backend))."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        if self.size <= 0:
+            return make()
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+        value = make()  # outside the lock: two racing misses both compute, one result is kept
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def build_searcher(settings: Settings):
+    """The retrieval spine, from the same YAML the settings came from."""
+    from retrieval.search import Searcher
+
+    if settings.config is None:
+        raise ValueError("no config file: pass --config or set WHYREC_CONFIG (the searcher needs catalog/encoder/index sections)")
+    cfg = load_yaml(settings.config)
+    # one thread count for the serving process: torch (encoder) and faiss share OpenMP, and flipping
+    # it between them on every request costs more than it saves (DESIGN.md)
+    cfg["encoder"] = {**(cfg.get("encoder") or {}), "threads": settings.threads}
+    index = dict(cfg.get("index") or {})
+    index["params"] = {**(index.get("params") or {}), "threads": settings.threads}
+    cfg["index"] = index
+    return Searcher.from_config(cfg)
+
+
+# explainer backends that live in higher-layer packages: name -> module that registers it when imported
+PLUGINS = {"llava": "llava_tuning.generate"}
+
+
+def build_explainer(name: str, settings: Settings):
+    """An explanation backend by name, from synth_data's registry (llava registers itself there)."""
+    from synth_data.explain import EXPLAINERS, get_explainer
+
+    if name not in EXPLAINERS and name in PLUGINS:
+        importlib.import_module(PLUGINS[name])  # heavy (torch, transformers): only when asked for
+    options = settings.explainer_options if name == settings.explainer else {}
+    return get_explainer(name, **options)
+
+
+def available_explainers() -> list[str]:
+    """Registered backends plus installed plugins (found without importing them)."""
+    from synth_data.explain import EXPLAINERS
+
+    names = set(EXPLAINERS)
+    for name, module in PLUGINS.items():
+        try:
+            if importlib.util.find_spec(module) is not None:
+                names.add(name)
+        except ModuleNotFoundError:
+            pass
+    return sorted(names)
+
+
+@dataclass
+class Engine:
+    """Everything one generation of the service answers with; replaced whole on reload."""
+
+    searcher: Any
+    explainer: Any
+    explainer_name: str
+    cache: LRUCache
+    generation: int
+    loaded_at: float = field(default_factory=time.time)
+    _others: dict[str, Any] = field(default_factory=dict)
+    _others_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def catalog(self):
+        return self.searcher.catalog
+
+    def explainer_for(self, name: str | None, settings: Settings):
+        """The default explainer, or another registered backend (built once per engine)."""
+        if not name or name == self.explainer_name:
+            return self.explainer
+        with self._others_lock:  # a failed build is retried on the next request (not cached)
+            if name not in self._others:
+                self._others[name] = build_explainer(name, settings)
+            return self._others[name]
+
+
+def warm_up(searcher) -> None:
+    """Load the lazily built towers now (text and image), so neither the first request after start
+    nor the first after a reload waits seconds for a model to load."""
+    from PIL import Image
+
+    t0 = time.time()
+    searcher.search("warm up", 1)
+    searcher.search_image(Image.new("RGB", (64, 96), (255, 255, 255)), 1)
+    log.info("towers warmed up in %.1fs", time.time() - t0)
+
+
+def build_engine(settings: Settings, generation: int = 0,
+                 searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
+    t0 = time.time()
+    searcher = searcher_factory(settings)
+    explainer = build_explainer(settings.explainer, settings)
+    if settings.warmup:
+        warm_up(searcher)
+    searcher.histories()  # built now, not on the first request
+    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation)
+    log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
+    return engine
+
+
+class EngineHolder:
+    """Holds the current engine; `reload()` builds the next one beside it, then swaps the reference."""
+
+    def __init__(self, settings: Settings, searcher_factory: Callable[[Settings], Any] = build_searcher):
+        self.settings = settings
+        self.searcher_factory = searcher_factory
+        self._engine: Engine | None = None
+        self._reload_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine | None:
+        return self._engine
+
+    def load(self) -> Engine:
+        self._engine = build_engine(self.settings, 0, self.searcher_factory)
+        return self._engine
+
+    def reload(self) -> Engine:
+        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time."""
+        with self._reload_lock:
+            generation = (self._engine.generation + 1) if self._engine else 0
+            new = build_engine(self.settings, generation, self.searcher_factory)
+            self._engine = new  # a single reference assignment: atomic for every reader
+            return new
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_holder(request: Request) -> EngineHolder:
+    return request.app.state.holder
+
+
+def get_engine(holder: EngineHolder = Depends(get_holder)) -> Engine:
+    engine = holder.engine
+    if engine is None:
+        raise HTTPException(503, "the service is still loading")
+    return engine

@@ -1,0 +1,122 @@
+"""`create_app(settings)`: the whyrec HTTP service (REST, OpenAI-compatible chat, the web page).
+
+The engine (searcher + explainer) loads once in the lifespan; `api.deps.EngineHolder` swaps it on
+/admin/reload. Every error leaves as JSON with a 4xx status where the client is at fault.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Any, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import EngineHolder, build_searcher
+from api.routes import admin, chat, explain, health, items, recommend, search
+from api.settings import Settings
+from api.uploads import BodySizeLimit, UploadError
+
+log = logging.getLogger(__name__)
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around a file of max_upload_bytes
+
+
+def create_app(settings: Settings | None = None, searcher_factory: Callable[[Settings], Any] = build_searcher) -> FastAPI:
+    settings = settings or Settings()
+    holder = EngineHolder(settings, searcher_factory)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        _set_threads(settings.threads)
+        if holder.engine is None:
+            await run_in_threadpool(holder.load)
+        yield
+
+    app = FastAPI(title="whyrec", version=_version(), lifespan=lifespan,
+                  description="Explainable product recommender: ranked products, each with a rationale that states only "
+                              "facts the catalog backs. Also speaks OpenAI chat completions at /v1/chat/completions.")
+    app.state.settings = settings
+    app.state.holder = holder
+
+    for module in (health, items, search, recommend, explain, chat, admin):
+        app.include_router(module.router)
+
+    @app.exception_handler(UploadError)
+    async def _upload_error(request: Request, err: UploadError):
+        return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception):  # a bug: logged with its traceback, answered as JSON
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(err).__name__}"}, status_code=500)
+
+    static = settings.static_dir
+    if static.is_dir():
+        app.mount("/static", StaticFiles(directory=static), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def index():
+            return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema, plus the answers every request body can get before a route runs:
+    400 (a body that is not valid JSON / multipart) and 413 (over the size limit)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}}
+    schema.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "ErrorOut", {"title": "ErrorOut", "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string", "title": "Detail"}}})
+    backend = schema["components"]["schemas"].get("ExplainIn", {}).get("properties", {}).get("backend")
+    if backend:  # the registered backends, as an enum (the registry is only known at run time)
+        from api.deps import available_explainers
+
+        backend["anyOf"] = [{"type": "string", "enum": available_explainers()}, {"type": "null"}]
+    engine = app.state.holder.engine
+    example_id = engine.catalog.ids[0] if engine is not None and len(engine.catalog) else None
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            for param in op.get("parameters", []):  # a real id, for /docs and for fuzzers
+                if param.get("name") == "item_id" and example_id:
+                    param["example"] = example_id
+            if "requestBody" in op:
+                op["responses"].setdefault("400", {"description": "malformed request body", **error})
+                op["responses"].setdefault("413", {"description": "request body too large", **error})
+    app.openapi_schema = schema
+    return schema
+
+
+def _set_threads(n: int) -> None:
+    """One thread per request beats two on a small machine (DESIGN.md); torch resets OpenMP, so set both."""
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("whyrec")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+

@@ -1,0 +1,56 @@
+"""POST /search (text) and POST /search/image (multipart upload, optional text)."""
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import Engine, get_engine, get_settings
+from api.schemas import ErrorOut, ResultsOut, SearchIn
+from api.schemas import K_MAX, QUERY_MAX
+from api.service import check_k, results
+from api.settings import Settings
+from api.uploads import UploadError, decode_image
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search", response_model=ResultsOut, summary="Ranked items for a text query, each with a rationale")
+def search(body: SearchIn, engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
+    t0 = time.perf_counter()
+    k = check_k(body.k, settings)
+    filters = body.filters.as_dict() if body.filters else None
+    hits = engine.searcher.search(body.query, k, filters)
+    return results(engine, settings, hits, body.query, k, body.explain, t0)
+
+
+UPLOAD_ERRORS = {400: {"model": ErrorOut, "description": "broken image or decompression bomb"},
+                 413: {"model": ErrorOut, "description": "upload too large"},
+                 415: {"model": ErrorOut, "description": "not an image"}}
+
+
+@router.post("/search/image", response_model=ResultsOut, responses=UPLOAD_ERRORS,
+             summary="Items similar to an uploaded photo (optionally steered by text)")
+async def search_image(image: UploadFile = File(..., description="a photo (JPEG, PNG, WebP, ...)"),
+                       text: str | None = Form(None, max_length=QUERY_MAX, description="optional words to steer the search"),
+                       k: int = Form(None, ge=1, le=K_MAX, description="results wanted (default from settings)"), explain: bool = Form(True),
+                       engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
+    t0 = time.perf_counter()
+    k = check_k(k, settings)
+    text = (text or "").strip() or None
+    data = await image.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise HTTPException(413, f"upload too large: limit is {settings.max_upload_bytes} bytes")
+    try:
+        pil = await run_in_threadpool(decode_image, data, settings.max_image_pixels)
+    except UploadError as err:
+        raise HTTPException(err.status, err.detail) from None
+
+    def run():
+        hits = engine.searcher.search_image(pil, k, None, text=text)
+        label = f"photo {image.filename or 'upload'}" + (f" + \"{text}\"" if text else "")
+        return results(engine, settings, hits, text or "", k, explain, t0, label=label)
+
+    return await run_in_threadpool(run)
+

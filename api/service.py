@@ -1,0 +1,183 @@
+"""What the routes (and the chat) do with an engine: look items and shoppers up, run the searcher,
+and attach cached, grounded rationales. HTTP-free, so chat and REST share one path."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Sequence
+
+from fastapi import HTTPException
+from fastapi.exceptions import RequestValidationError
+
+from api.deps import Engine
+from api.schemas import HitOut, ItemOut, RationaleOut, ResultsOut
+from api.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def product_or_404(engine: Engine, item_id: str):
+    product = engine.catalog.by_id.get(item_id)
+    if product is None:
+        raise HTTPException(404, f"no item {item_id!r} in the catalog")
+    return product
+
+
+def item_out(engine: Engine, product) -> ItemOut:
+    has_image = engine.catalog.image_file(product) is not None
+    return ItemOut(
+        id=product.id, title=product.title, description=product.description,
+        image_url=f"/items/{product.id}/image" if has_image else None,
+        price=product.price, colour=product.colour, category=list(product.category),
+        attributes={str(k): str(v) for k, v in product.attributes.items()},
+    )
+
+
+def histories(engine: Engine) -> dict[str, list[str]]:
+    """user -> purchased item ids, oldest first (the searcher builds them once)."""
+    return engine.searcher.histories()
+
+
+def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
+    """A shopper's most recent `limit` purchases, oldest first (404 for an unknown shopper)."""
+    items = histories(engine).get(user_id)
+    if not items:
+        raise HTTPException(404, f"no shopper {user_id!r} with purchases in the catalog")
+    return items[-limit:]
+
+
+def check_history(engine: Engine, history: Sequence[str]) -> list[str]:
+    unknown = [i for i in history if i not in engine.catalog.by_id]
+    if unknown:
+        raise HTTPException(404, f"unknown item id(s) in history: {unknown[:5]}")
+    return list(history)
+
+
+def shopper_history(engine: Engine, settings: Settings, user_id: str | None, history: Sequence[str] | None) -> list[str]:
+    """The history a request stands for: the shopper's purchases, then any items it sends (e.g. a cart)."""
+    out = history_of(engine, user_id, settings.history_used) if user_id else []
+    return out + check_history(engine, history or [])
+
+
+def unprocessable(msg: str, *loc: str | int, value: Any = None) -> RequestValidationError:
+    """A 422 shaped like FastAPI's own validation errors (so every 422 matches the OpenAPI schema)."""
+    return RequestValidationError([{"type": "value_error", "loc": ("body", *loc), "msg": msg, "input": value}])
+
+
+def check_k(k: int | None, settings: Settings) -> int:
+    return settings.default_k if k is None else k
+
+
+def history_evidence(engine: Engine, item_id: str, history: Sequence[str], n: int) -> list[str]:
+    """The `n` purchases most like the item (by the index's vectors), most alike first: the ones an
+    explanation can point at ("like X, which you bought"). Reading every purchase of a long history
+    through the vocabulary for every result would cost more than the rest of the request."""
+    history = list(dict.fromkeys(i for i in history if i != item_id))
+    if len(history) <= n:
+        return history
+    index = engine.searcher.index
+    known = [i for i in history if i in index.row]
+    if item_id not in index.row or not known:
+        return history[-n:]
+    sims = index.scores(index.vector(item_id), known)
+    order = sorted(range(len(known)), key=lambda j: (-float(sims[j]), j))
+    return [known[j] for j in order[:n]]
+
+
+def rationale(engine: Engine, settings: Settings, request_text: str, product, score: float | None = None,
+              history: Sequence[str] = (), backend: str | None = None) -> tuple[Any, Any]:
+    """(Rationale, Evidence) for one item, cached per (request, history, item, backend). Of the
+    history, only the purchases most like the item are weighed (see `history_evidence`)."""
+    from synth_data.explain import checked_explain, gather_evidence
+
+    name = backend or engine.explainer_name
+    history = history_evidence(engine, product.id, history, settings.explain_history)
+    key = (request_text, tuple(history), product.id, name)
+
+    def make():
+        hist = [engine.catalog.by_id[i] for i in history if i in engine.catalog.by_id]
+        evidence = gather_evidence(request_text, product, score=score, history=hist or None)
+        grounded = engine.explainer_for("grounded", settings)
+        if name == "grounded":  # checks its own output
+            return grounded.explain(request_text, product, evidence), evidence
+        try:
+            explainer = engine.explainer_for(name, settings)
+        except Exception as err:  # e.g. llava registered but no adapter configured: say so, answer grounded
+            log.warning("explainer %s unavailable: %s", name, err)
+            r = grounded.explain(request_text, product, evidence)
+            r.fallback_reason = f"backend {name} unavailable: {type(err).__name__}: {err}"
+            return r, evidence
+        # a model's rationale is checked against the catalog, with the grounded one as fallback
+        return checked_explain(explainer, request_text, product, evidence, fallback=grounded), evidence
+
+    return engine.cache.get_or_make(key, make)
+
+
+def like_request(product) -> str:
+    """What "items like this one" asks for, in the vocabulary's words: its colour, pattern and type
+    ("black striped t-shirt"), so rationales of similar items say what they share with it."""
+    from retrieval.vocabulary import item_values
+
+    values = item_values(product)
+    words = [sorted(values.get(kind) or [""])[0] for kind in ("colour", "pattern", "product_type")]
+    words = [w for w in words if w and w != "solid"]
+    return " ".join(words) or product.title
+
+
+def rationale_out(r) -> RationaleOut:
+    return RationaleOut(text=r.text, facts_used=list(r.facts_used), backend=r.backend, fallback_reason=r.fallback_reason)
+
+
+def evidence_dict(evidence) -> dict[str, Any]:
+    """Evidence as JSON-safe data (its own to_dict when it has one)."""
+    if hasattr(evidence, "to_dict"):
+        evidence = evidence.to_dict()
+
+    def clean(x):
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            if hasattr(x, "facts") and hasattr(x, "title") and hasattr(x, "id"):  # a Product: id + title is enough
+                return {"id": x.id, "title": x.title}
+            return {f.name: clean(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple, set, frozenset)):
+            return [clean(v) for v in x]
+        if isinstance(x, (str, int, bool)) or x is None:
+            return x
+        if isinstance(x, float):
+            return x if x == x and abs(x) != float("inf") else None
+        try:
+            return float(x)  # numpy scalars
+        except (TypeError, ValueError):
+            return str(x)
+    out = clean(evidence)
+    return out if isinstance(out, dict) else {"evidence": out}
+
+
+def hits_out(engine: Engine, settings: Settings, hits, request_text: str, explain: bool,
+             history: Sequence[str] = ()) -> list[HitOut]:
+    out = []
+    for rank, hit in enumerate(hits, 1):
+        product = engine.catalog.by_id[hit.id]
+        item = item_out(engine, product)
+        r = None
+        if explain:
+            r = rationale_out(rationale(engine, settings, request_text, product, float(hit.dense), history)[0])
+        out.append(HitOut(**item.model_dump(), rank=rank, score=float(hit.score), dense=float(hit.dense),
+                          matched=[_term_text(t) for t in (hit.matched or [])], because=getattr(hit, "because", None), rationale=r))
+    return out
+
+
+def _term_text(t) -> str:
+    if isinstance(t, str):
+        return t
+    phrase = getattr(t, "phrase", None) or getattr(t, "value", None) or str(t)
+    return f"not {phrase}" if getattr(t, "negated", False) else phrase
+
+
+def results(engine: Engine, settings: Settings, hits, request_text: str, k: int, explain: bool, t0: float,
+            history: Sequence[str] = (), label: str | None = None) -> ResultsOut:
+    """The response body; `request_text` is what rationales are written against, `label` what the client sees."""
+    return ResultsOut(request=request_text, label=label if label is not None else request_text, k=k, results=hits_out(engine, settings, hits, request_text, explain, history),
+                      explainer=engine.explainer_name if explain else None, took_ms=round((time.perf_counter() - t0) * 1000, 2))

@@ -1,0 +1,215 @@
+"""Bounded HTTP load test of a whyrec server on 127.0.0.1, from a second process.
+
+Starts `whyrec serve --config CONFIG` as its own process (or uses --url), then drives it with
+closed-loop clients for --duration seconds per scenario and concurrency level:
+
+- search:         POST /search, explain=false
+- search_explain: POST /search, explain=true (grounded rationale per result)
+- recommend:      POST /recommend {user_id}, explain=true (rationales point at the history)
+- explain:        POST /explain {item_id, query, backend} (opt-in; --backend llava for the tuned model)
+
+Queries are drawn from the vocabulary ("navy striped shirt for men", ...) with a fixed seed and
+are all distinct within a run, and the server is started with its explanation cache off, so
+every rationale is really written (pass --cache to measure with the LRU cache on).
+
+    python bench/load_test.py --config configs/hm.yaml [--duration 30] [--concurrency 1,4]
+
+Prints one JSON object: p50 / p90 / p99 / mean latency (ms), requests/s and errors per scenario.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = ("search", "search_explain", "recommend", "explain")
+DEFAULT_SCENARIOS = ("search", "search_explain", "recommend")
+
+
+def shopper_queries(n: int, seed: int = 0) -> list[str]:
+    """`n` distinct shopper-style queries built from the shared vocabulary's phrases."""
+    from retrieval.vocabulary import SYNONYMS
+
+    rng = random.Random(seed)
+    colours = [p for ps in SYNONYMS["colour"].values() for p in ps[:2]]
+    types = [p for ps in SYNONYMS["product_type"].values() for p in ps[:2]]
+    patterns = [p for ps in SYNONYMS["pattern"].values() for p in ps[:1]] + [""] * 8
+    extras = ["for women", "for men", "for kids", "for the gym", "for summer", "for a party", "not black", "without lace",
+              "in cotton", "slim fit", "oversized", "high waisted", ""] + [""] * 8
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < n:
+        words = [rng.choice(colours), rng.choice(patterns), rng.choice(types), rng.choice(extras)]
+        q = " ".join(w for w in words if w)
+        if q not in seen:
+            seen.add(q)
+            out.append(q)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(config: str, cache: bool, log_path: Path, timeout: float = 600) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "WHYREC_LOG_LEVEL": "warning", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if not cache:
+        env["WHYREC_EXPLAIN_CACHE_SIZE"] = "0"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline:
+            proc.terminate()
+            raise RuntimeError(f"server not up after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: int, items: list[str], backend: str) -> tuple[str, dict]:
+    if scenario == "explain":
+        return "/explain", {"item_id": items[(i * 7919) % len(items)], "query": queries[i % len(queries)], "backend": backend}
+    if scenario == "search":
+        return "/search", {"query": queries[i % len(queries)], "k": k, "explain": False}
+    if scenario == "search_explain":
+        return "/search", {"query": queries[i % len(queries)], "k": k, "explain": True}
+    return "/recommend", {"user_id": users[i % len(users)], "k": k, "explain": True}
+
+
+def run_scenario(url: str, scenario: str, concurrency: int, duration: float, queries: list[str], users: list[str], k: int,
+                 warmup: float, offset: int, items: list[str] = (), backend: str = "grounded") -> dict:
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[str] = []
+    fallbacks: list[str] = []
+    server_ms: list[float] = []  # the server's own `took_ms` (no HTTP, no JSON), where the response has one
+    counter = iter(range(offset, 10**9))
+    lock = threading.Lock()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    end = measure_from + duration
+
+    def worker(slot: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while True:
+                now = time.perf_counter()
+                if now >= end:
+                    return
+                with lock:
+                    i = next(counter)
+                path, body = request_for(scenario, i, queries, users, k, items, backend)
+                t0 = time.perf_counter()
+                try:
+                    r = client.post(path, json=body)
+                    ok = r.status_code == 200
+                    if not ok:
+                        errors.append(f"{r.status_code}: {r.text[:120]}")
+                    elif scenario == "explain" and r.json()["rationale"].get("fallback_reason"):
+                        fallbacks.append(r.json()["rationale"]["fallback_reason"][:120])
+                    elif scenario != "explain" and t0 >= measure_from:
+                        server_ms.append(r.json()["took_ms"])
+                except httpx.HTTPError as err:
+                    ok = False
+                    errors.append(repr(err))
+                t1 = time.perf_counter()
+                if ok and t0 >= measure_from and t1 <= end:
+                    latencies[slot].append((t1 - t0) * 1000)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lat = np.array([x for per in latencies for x in per])
+    extra = {"backend": backend, "fallbacks": len(fallbacks), "fallback_examples": fallbacks[:3]} if scenario == "explain" else {}
+    return {"scenario": scenario, "concurrency": concurrency, **extra, "requests": int(len(lat)), "errors": len(errors),
+            "error_examples": errors[:3], "requests_per_s": round(len(lat) / duration, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+            "p90_ms": round(float(np.percentile(lat, 90)), 2) if len(lat) else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+            "mean_ms": round(float(lat.mean()), 2) if len(lat) else None,
+            "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2) if server_ms else None,
+            "server_p99_ms": round(float(np.percentile(server_ms, 99)), 2) if server_ms else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/hm.yaml")
+    ap.add_argument("--url", help="an already running server (default: start one from --config)")
+    ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per scenario and concurrency")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--concurrency", default="1,4", help="comma-separated closed-loop client counts")
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS), help=f"comma-separated, from {','.join(SCENARIOS)}")
+    ap.add_argument("--backend", default="grounded", help="explainer backend for the explain scenario (grounded | llava)")
+    ap.add_argument("-k", type=int, default=12)
+    ap.add_argument("--cache", action="store_true", help="leave the server's explanation cache on")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    if not args.url and not Path(args.config).exists():
+        raise SystemExit(f"config {args.config} not found")
+
+    proc = None
+    if args.url:
+        url = args.url
+    else:
+        log = REPO / "var" / "bench" / "load_test_server.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.time()
+        proc, url = start_server(args.config, args.cache, log)
+        print(f"server up in {time.time() - t0:.1f}s at {url}", file=sys.stderr)
+    try:
+        health = httpx.get(url + "/health").json()
+        users = [u["id"] for u in httpx.get(url + "/users", params={"limit": 1000}).json()]
+        items = [h["id"] for q in ("dress", "shirt", "trousers", "shoes", "bag", "sweater", "jacket", "top")
+                 for h in httpx.post(url + "/search", json={"query": q, "k": 100, "explain": False}, timeout=60).json()["results"]]
+        levels = [int(c) for c in args.concurrency.split(",")]
+        per_run = int(max(levels) * (args.duration + args.warmup) * 200)  # more than a run can use: every query distinct
+        queries = shopper_queries(per_run * len(scenarios) * len(levels), args.seed)
+        results = []
+        offset = 0
+        for scenario in scenarios:
+            for c in levels:
+                print(f"{scenario} x{c} for {args.duration:.0f}s (load average {os.getloadavg()[0]:.2f}) ...", file=sys.stderr)
+                res = run_scenario(url, scenario, c, args.duration, queries, users, args.k, args.warmup, offset, items, args.backend)
+                offset += per_run
+                print(json.dumps(res), file=sys.stderr)
+                results.append(res)
+        print(json.dumps({
+            "config": args.config, "url": url, "items": health["items"], "index_size": health["index_size"],
+            "encoder": health["encoder"], "explainer": health["explainer"], "explain_cache": args.cache, "k": args.k,
+            "duration_s": args.duration, "cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            "shoppers_used": len(users), "results": results,
+        }, indent=2))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Hostile and careless input, each answered with the right 4xx (never a 500), over a real server."""
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+
+
+def jpeg(size=(200, 300)) -> bytes:
+    buf = io.BytesIO()
+    Image.effect_noise(size, 60).convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def upload(client, data: bytes, name="x.jpg", ctype="image/jpeg", **form):
+    return client.post("/search/image", files={"image": (name, data, ctype)}, data=form)
+
+
+def test_upload_over_10_mb_is_413(client):
+    big = jpeg() + b"\0" * (10 * 1024 * 1024 + 1)
+    r = upload(client, big)
+    assert r.status_code == 413 and "too large" in r.json()["detail"]
+
+
+def test_streamed_upload_over_the_limit_is_413_without_content_length(client):
+    def body():
+        yield b"--b\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        for _ in range(12):
+            yield b"\xff" * (1024 * 1024)
+
+    r = client.post("/search/image", content=body(), headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413
+
+
+def test_not_an_image_is_415(client):
+    r = upload(client, b"name,price\nshirt,10\n" * 50, name="prices.csv", ctype="text/csv")
+    assert r.status_code == 415
+    r = upload(client, b"%PDF-1.7\n" + b"x" * 2000, name="photo.jpg")  # lying file name and type
+    assert r.status_code == 415
+
+
+def test_truncated_jpeg_is_400(client):
+    data = jpeg()
+    r = upload(client, data[: len(data) // 2])
+    assert r.status_code == 400 and "broken image" in r.json()["detail"]
+
+
+def test_decompression_bombs_are_400(client, settings):
+    assert upload(client, png_claiming(60_000, 60_000), name="bomb.png", ctype="image/png").status_code == 400
+    side = int(settings.max_image_pixels ** 0.5) + 100  # a real image just over the pixel limit, a few KB on the wire
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, "PNG")
+    assert len(buf.getvalue()) < 2_000_000
+    r = upload(client, buf.getvalue(), name="bomb.png", ctype="image/png")
+    assert r.status_code == 400 and "pixels" in r.json()["detail"]
+
+
+def test_empty_upload_is_400(client):
+    assert upload(client, b"").status_code == 400
+
+
+@pytest.mark.parametrize("body", [
+    {"query": "dress", "k": 0}, {"query": "dress", "k": 101}, {"query": "dress", "k": -3}, {"query": "dress", "k": "5"},
+    {"query": ""}, {"query": "   "}, {"query": "\n\t"}, {"query": "x" * 1001}, {}, {"query": "dress", "explain": 0},
+    {"query": "dress", "colour": "black"}, {"query": "dress", "filters": {"size": "M"}},
+])
+def test_bad_search_requests_are_422(client, body):
+    r = client.post("/search", json=body)
+    assert r.status_code == 422, (body, r.text)
+    assert isinstance(r.json()["detail"], list)
+
+
+def test_k_out_of_range_elsewhere_is_422(client, catalog):
+    item = catalog.ids[0]
+    assert client.get(f"/items/{item}/similar", params={"k": 0}).status_code == 422
+    assert client.get(f"/items/{item}/similar", params={"k": 500}).status_code == 422
+    assert upload(client, jpeg(), k="0").status_code == 422
+    assert client.post("/recommend", json={"history": [item], "k": 1000}).status_code == 422
+
+
+def test_recommend_needs_a_shopper_or_history(client):
+    assert client.post("/recommend", json={"k": 3}).status_code == 422
+    assert client.post("/recommend", json={"history": []}).status_code == 422
+
+
+def test_unknown_ids_are_404(client, catalog):
+    assert client.get("/items/no-such-item").status_code == 404
+    assert client.get("/items/no-such-item/image").status_code == 404
+    assert client.get("/items/no-such-item/similar").status_code == 404
+    assert client.post("/explain", json={"item_id": "no-such-item", "query": "x"}).status_code == 404
+    assert client.post("/recommend", json={"user_id": "nobody"}).status_code == 404
+    assert client.post("/recommend", json={"history": [catalog.ids[0], "no-such-item"]}).status_code == 404
+    assert client.get("/items/..%2F..%2Fetc%2Fpasswd/image").status_code == 404
+
+
+def test_unknown_explainer_backend_is_422(client, catalog):
+    r = client.post("/explain", json={"item_id": catalog.ids[0], "query": "x", "backend": "gpt-17"})
+    assert r.status_code == 422 and "gpt-17" in r.text
+
+
+def test_admin_reload_without_or_with_a_wrong_key_is_401(client, settings):
+    key = settings.admin_key.get_secret_value()
+    assert client.post("/admin/reload").status_code == 401
+    assert client.post("/admin/reload", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/admin/reload", headers={"X-API-Key": key[:-1]}).status_code == 401
+    assert client.post("/admin/reload", headers={"Authorization": f"Bearer {key[:-1]}"}).status_code == 401
+
+
+def test_malformed_json_is_400_not_500(client):
+    r = client.post("/search", content=b'{"query": "dress", ', headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422)
+    r = client.post("/search", content=b"\xff\xfe\x00garbage", headers={"Content-Type": "application/json"})
+    assert r.status_code in (400, 422)
+
+
+def test_chat_rejects_remote_image_urls_and_broken_data_urls(client):
+    def ask(url):
+        return client.post("/v1/chat/completions", json={"model": "whyrec", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "like this"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+
+    assert ask("http://example.com/x.jpg").status_code == 415
+    assert ask("data:image/jpeg;base64,!!!notbase64").status_code == 400
+    import base64
+
+    half = jpeg()[:3000]
+    assert ask("data:image/jpeg;base64," + base64.b64encode(half).decode()).status_code == 400
+
+
+def test_server_still_healthy_after_all_that(client):
+    assert client.get("/health").status_code == 200
