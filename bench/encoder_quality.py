@@ -18,13 +18,13 @@ import torch
 
 
 def rank_metrics(sims: np.ndarray, targets: list[set[int]]) -> dict[str, float]:
-    """R@1/5/10 and MRR, where a query's first hit among its target rows counts."""
-    ranks = []
-    for row, tgt in zip(sims, targets):
-        best = max(row[list(tgt)])
-        ranks.append(int((row > best).sum()) + 1)
-    ranks = np.array(ranks)
-    return {"R@1": float(np.mean(ranks <= 1)), "R@5": float(np.mean(ranks <= 5)), "R@10": float(np.mean(ranks <= 10)), "MRR": float(np.mean(1 / ranks))}
+    """R@1/5/10 and MRR (eval.metrics), where a query's first hit among its target rows counts."""
+    from eval.metrics import hit_rate_at_k, reciprocal_rank
+
+    ranks = [[int((row > max(row[list(tgt)])).sum()) + 1] for row, tgt in zip(sims, targets)]
+    out = {f"R@{k}": float(np.mean([hit_rate_at_k(r, k) for r in ranks])) for k in (1, 5, 10)}
+    out["MRR"] = float(np.mean([reciprocal_rank(r) for r in ranks]))
+    return out
 
 
 def rounded(d: dict) -> dict:
