@@ -33,6 +33,14 @@ def _plt():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write as PNG and close a figure (an open figure keeps its memory)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
 def _k_of(name: str) -> int:
     return int(name.split("@")[1])
 
@@ -58,10 +66,7 @@ def rec_plots(result: dict, out: Path) -> list[Path]:
             ax.set_title(f"{mode} split, {tname.replace('_', ' ')}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        files.append(out / f"recall_at_k_{mode}.png")
-        fig.savefig(files[-1], dpi=100)
-        plt.close(fig)
+        files.append(_save(fig, out / f"recall_at_k_{mode}.png"))
         lat = {m: t["latency_ms"] for m, t in res["timings"].items() if t.get("latency_ms")}
         if lat:
             fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -75,10 +80,7 @@ def rec_plots(result: dict, out: Path) -> list[Path]:
             ax.set_ylabel("shoppers")
             ax.set_title(f"scoring latency, {mode} split")
             ax.legend(fontsize=8)
-            fig.tight_layout()
-            files.append(out / f"latency_{mode}.png")
-            fig.savefig(files[-1], dpi=100)
-            plt.close(fig)
+            files.append(_save(fig, out / f"latency_{mode}.png"))
     return files
 
 
@@ -94,11 +96,7 @@ def retrieval_plots(result: dict, out: Path) -> list[Path]:
     ax.set_title(f"retrieval: {result.get('query_items', '')} queries, gallery of {result['gallery_items']} items")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "retrieval_recall_at_k.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "retrieval_recall_at_k.png")]
 
 
 def explain_plots(result: dict, out: Path) -> list[Path]:
@@ -114,11 +112,7 @@ def explain_plots(result: dict, out: Path) -> list[Path]:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("explanations by backend")
-    fig.tight_layout()
-    path = out / "explain_metrics.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "explain_metrics.png")]
 
 
 def ab_plots(result: dict, out: Path) -> list[Path]:
@@ -137,11 +131,7 @@ def ab_plots(result: dict, out: Path) -> list[Path]:
     axes[1].set_xticks([0, 1], ["A/B lift (B - A)", "interleaving delta"])
     axes[1].set_xlim(-0.5, 1.5)
     axes[1].set_title("B vs A, 95% bootstrap interval")
-    fig.tight_layout()
-    path = out / "ab_lift.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return [path]
+    return [_save(fig, out / "ab_lift.png")]
 
 
 # ----------------------------------------------------------------------------- metrics and rows
