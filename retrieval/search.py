@@ -21,7 +21,8 @@ from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
 from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, item_vectors, l2_normalise
 from retrieval.index import IndexParams, VectorIndex
-from retrieval.vocabulary import Term, accepts, canonical, extract_terms, item_values
+from retrieval.query import Query, read_query
+from retrieval.vocabulary import Term, accepts, canonical, item_values
 
 log = logging.getLogger(__name__)
 
@@ -229,12 +230,13 @@ class Searcher:
         return self.encoder.encode_text([query])[0]
 
     # ------------------------------------------------------------------ doors
-    def search(self, query: str, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
-        """Items for a shopper's words."""
-        if not query or not query.strip():
+    def search(self, query: str | Query, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
+        """Items for a shopper's words (or a `Query` already read, e.g. chat's refined state)."""
+        q = query if isinstance(query, Query) else read_query(query or "")
+        if not q.text.strip():
             raise ValueError("query must not be empty")
         allowed = self.filter_mask(parse_filters(filters))
-        return self._rank(self.query_vector(query), extract_terms(query), k, allowed)
+        return self._rank(self.query_vector(q.text), list(q.terms), k, allowed)
 
     def search_image(self, image, k: int = 10, filters: Filters | dict | None = None, text: str | None = None) -> list[Hit]:
         """Items that look like an image (a path or PIL image), optionally steered by text."""
@@ -242,7 +244,7 @@ class Searcher:
         terms: list[Term] = []
         if text and text.strip():
             q = l2_normalise(q + self.query_vector(text))
-            terms = extract_terms(text)
+            terms = list(read_query(text).terms)
         return self._rank(q, terms, k, self.filter_mask(parse_filters(filters)))
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
@@ -289,7 +291,7 @@ class Searcher:
         if query and query.strip():
             w = self.cfg.query_weight
             q = l2_normalise(w * self.query_vector(query) + (1 - w) * u)
-            terms = extract_terms(query)
+            terms = list(read_query(query).terms)
         exclude = {self.index.row[i] for i in history if i in self.index.row} if exclude_history else set()
         hits = self._rank(q, terms, k, self.filter_mask(parse_filters(filters)), exclude)
         hist_ids = [i for i in dict.fromkeys(history) if i in self.index.row]
