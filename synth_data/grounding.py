@@ -13,7 +13,9 @@ Policy on top of the vocabulary, kept here because it is about judging claims, n
   construction ("jersey"), a rise ("high waist") not by a cut ("slim"), an audience ("women") not by
   "sport". A claim in a group the item says nothing about is not stated.
 - A span in double quotes that repeats the shopper's request or the item's own catalog text
-  verbatim is a quotation, not a claim ('you asked for "black"'); it is reported in `quoted`.
+  verbatim, on word boundaries, is a quotation, not a claim ('you asked for "black"'); it is
+  reported in `quoted`. The sentence around it is still judged: a quote stated of the item
+  ('it is "red"', 'comes in "red"', 'a "red" dress') is a claim like any other words.
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ _CLAUSE_RE = re.compile(
     re.IGNORECASE,
 )
 _PLACEHOLDER = " quotation "
+# words before a quote that make it a statement about the item, not a quotation of someone's words
+_CLAIM_BEFORE = re.compile(
+    r"(?:\b(?:is|are|was|were|be|being|looks?|seems?|comes?\s+in|made\s+(?:of|from)|in)|'s|'re|’s|’re)\s*$", re.IGNORECASE)
+_DETERMINER_BEFORE = re.compile(r"\b(?:a|an|the|this|that|these|those|its|their)\s*$", re.IGNORECASE)
 
 
 def _norm(text: str) -> str:
@@ -95,7 +101,8 @@ def clauses(text: str) -> list[str]:
 
 
 def strip_quotations(text: str, sources: Iterable[str]) -> tuple[str, list[str]]:
-    """Replace double-quoted spans that repeat one of `sources` verbatim by a neutral word.
+    """Replace double-quoted spans that repeat one of `sources` verbatim (whole words) by a
+    neutral word, unless the sentence states the quote of the item (see `_stated_of_item`).
     Returns the text to judge and the quoted spans taken out."""
     pool = [_norm(s) for s in sources if s]
     taken: list[str] = []
@@ -103,12 +110,26 @@ def strip_quotations(text: str, sources: Iterable[str]) -> tuple[str, list[str]]
     def repl(m: re.Match) -> str:
         inner = next(g for g in m.groups() if g is not None)
         key = _norm(inner)
-        if key and any(key in s for s in pool):
+        if key and not _stated_of_item(m) and any(_has_words(s, key) for s in pool):
             taken.append(inner)
             return _PLACEHOLDER
-        return " " + inner + " "  # an unverifiable quotation is judged like any other text
+        return " " + inner + " "  # an unverifiable or asserted quotation is judged like any other text
 
     return _QUOTE_RE.sub(repl, text), taken
+
+
+def _has_words(haystack: str, words: str) -> bool:
+    """`words` occurs in `haystack` as whole words ("red" is not in "tailored")."""
+    return re.search(r"(?<![\w'\-/])" + re.escape(words) + r"(?![\w'\-/])", haystack) is not None
+
+
+def _stated_of_item(m: re.Match) -> bool:
+    """The quote is what the item is said to be: after a copula ('it is "red"', 'comes in "red"')
+    or inside a noun phrase ('a "red" dress')."""
+    before = _CLAUSE_RE.split(m.string[: m.start()])[-1]
+    if _CLAIM_BEFORE.search(before):
+        return True
+    return bool(_DETERMINER_BEFORE.search(before)) and re.match(r"\s*\w", m.string[m.end():]) is not None
 
 
 def primary(terms: list[Term]) -> list[Term]:

@@ -209,3 +209,30 @@ def test_fit_words_about_a_part_are_not_the_items_fit():
     assert not check("They have a loose fit.", tights).contradicted  # the cut is not stated
     trousers = Product("w", "Trousers", "Trousers with a regular waist and wide legs.")
     assert item_values(trousers)["fit"] == {"loose"}
+
+
+def test_a_quote_is_exempt_only_on_word_boundaries():
+    """'red' inside 'Tailored' is not a quotation of the catalog: the quoted claim is judged."""
+    from retrieval.catalog import Product
+
+    trousers = Product(id="t1", title="Tailored trousers", description="Trousers in woven fabric.",
+                       attributes={"product_type": "Trousers"}, colour="Black", category=["Menswear", "Trousers"])
+    r = check('It is "red".', trousers)
+    assert not r.ok and ("colour", "red") in {(t.kind, t.value) for t in r.contradicted}
+    assert not check('You asked for "red", but it is black.', trousers).ok  # nobody said "red"
+    assert check('You asked for "red", but it is black.', trousers, request="red trousers").ok
+    assert check('The catalog calls it "Tailored trousers".', trousers).ok
+
+
+def test_the_sentence_around_a_quote_is_still_judged():
+    """A quotation of the request is exempt as a quotation; stated of the item, it is a claim."""
+    from retrieval.catalog import Product
+
+    trousers = Product(id="t1", title="Tailored trousers", attributes={"product_type": "Trousers"}, colour="Black",
+                       category=["Menswear", "Trousers"])
+    for text in ('It is "red".', "They're \"red\".", 'These trousers come in "red".', 'A "red" pair of trousers.'):
+        r = check(text, trousers, request="red trousers")
+        assert not r.ok, text
+    r = check('You asked for "red trousers"; it is black.', trousers, request="red trousers")
+    assert r.ok and {t.value for t in r.quoted} == {"red", "trousers"} and ("colour", "black") in {(t.kind, t.value) for t in r.supported}
+    assert not check('You asked for "red trousers"; it is white.', trousers, request="red trousers").ok
