@@ -29,6 +29,7 @@ from typing import Any
 
 from eval.runner import cell, get_evaluation, md_table, write_outputs
 from eval.tracking import DEFAULT_ARTIFACT_ROOT, DEFAULT_TRACKING_URI, Tracker, flat_params
+from retrieval.artifacts import atomic_write_json, atomic_write_text
 from retrieval.config import from_dict, load_yaml
 
 log = logging.getLogger(__name__)
@@ -121,9 +122,9 @@ def run_ablation(config: str | Path | dict, data: str | None = None, tracking_ur
         md = (f"# Ablation `{cfg.name}` ({cfg.evaluation} on {data})\n\n{len(points)} runs, MLflow experiment `{cfg.name}` "
               f"at {tracker.tracking_uri}; bootstrap 95% intervals in brackets.\n\n" + md_table(rows))
         md_path = out_dir / f"{cfg.name}.md"
-        md_path.write_text(md)
+        atomic_write_text(md_path, md)
         json_path = out_dir / f"{cfg.name}.json"
-        json_path.write_text(json.dumps({"runs": runs, "rows": rows}, indent=1, default=str))
+        atomic_write_json(json_path, {"runs": runs, "rows": rows}, indent=1, default=str)
         tracker.log(parent, metrics={"runs": len(points), "wall_s": time.time() - t0}, artifacts=[md_path, json_path])
         tracker.end(parent)
     except BaseException:

@@ -19,6 +19,7 @@ from eval.explain_eval import (DEFAULT_CHECKER, evaluate_explanations, explain_m
                                read_jsonl, references_from_instructions)
 from eval.rec_eval import MAIN_COLUMNS, RecEvalConfig, evaluate_recommenders, rec_markdown
 from eval.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval, held_out_ids, retrieval_markdown
+from retrieval.artifacts import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def write_outputs(ev: Evaluation, result: dict, out: Path) -> list[Path]:
     """result.json, tables.md and the plots under `out`; returns the files."""
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "result.json", out / "tables.md"]
-    files[0].write_text(json.dumps(result, indent=1, default=str))
-    files[1].write_text(ev.markdown(result))
+    atomic_write_json(files[0], result, indent=1, default=str)
+    atomic_write_text(files[1], ev.markdown(result))
     files += ev.plots(result, out)
     return files

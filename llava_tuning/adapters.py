@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
+
+from retrieval.artifacts import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +114,11 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, **overrides: Any
     bundle = load_model(adapter_dir, **overrides)
     merged = bundle.model.merge_and_unload()
     out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     if bundle.preset.quantization == "none" and merged.dtype != torch.float32 and not torch.cuda.is_available():
         merged = merged.float()
-    merged.save_pretrained(str(tmp))
-    bundle.processor.save_pretrained(tmp)
-    (tmp / MODEL_FILE).write_text(json.dumps({**meta, "preset": {**meta["preset"], **overrides}, "merged_from": str(adapter_dir)}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        merged.save_pretrained(str(tmp))
+        bundle.processor.save_pretrained(tmp)
+        (tmp / MODEL_FILE).write_text(json.dumps({**meta, "preset": {**meta["preset"], **overrides}, "merged_from": str(adapter_dir)}, indent=2))
     log.info("merged %s into %s", adapter_dir, out)
     return out

@@ -13,10 +13,10 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
+
+from retrieval.artifacts import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ def converted_gguf(gguf_path: str | Path, cache_dir: str | Path) -> tuple[Path, 
         return out, False
     log.info("converting %s to safetensors in %s (once; later loads use the cache)", gguf_path.name, out)
     start = time.perf_counter()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     # the weights are already de-quantised to float32: drop the GGUF quantiser and its config note,
@@ -69,13 +67,9 @@ def converted_gguf(gguf_path: str | Path, cache_dir: str | Path) -> tuple[Path, 
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / DONE_FILE).write_text(json.dumps({"gguf": str(gguf_path), "seconds": round(time.perf_counter() - start, 1)}))
-    if out.exists():  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+    with atomic_dir(out, replace=False) as tmp:  # another process may finish first: keep theirs
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / DONE_FILE).write_text(json.dumps({"gguf": str(gguf_path), "seconds": round(time.perf_counter() - start, 1)}))
     log.info("converted %s in %.1f s", gguf_path.name, time.perf_counter() - start)
     return out, True

@@ -17,10 +17,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+from retrieval.artifacts import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +187,10 @@ def build_efficientnet_smollm2(preset: ModelPreset) -> LlavaBundle:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         _zero_new_rows(model, old_vocab)
         _generation_defaults(model, processor)
-        tmp = base_dir.with_name(base_dir.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / BASE_DONE).write_text(json.dumps(recipe))
-        if base_dir.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, base_dir)
+        with atomic_dir(base_dir, replace=False) as tmp:  # another process may finish the same base first
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            (tmp / BASE_DONE).write_text(json.dumps(recipe))
     model = LlavaForConditionalGeneration.from_pretrained(str(base_dir), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     processor = ChatProcessor(tokenizer, EfficientNetImageProcessor(preset.image_size), vision_config.num_patches,

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from retrieval.artifacts import atomic_dir, atomic_write_json
+
 log = logging.getLogger(__name__)
 
 STAGES = ("projector", "lora", "both")
@@ -180,18 +182,17 @@ def _save_outputs(accelerator, model, bundle, stage: str, out: Path, cfg: TuneCo
 
     target = out / ("projector" if stage == "projector" else "adapter")
     if accelerator.is_main_process:
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
         inner = accelerator.unwrap_model(model)
-        if stage == "projector":
-            from safetensors.torch import save_file
+        with atomic_dir(target) as tmp:  # the old adapter stays whole until the new one is complete
+            if stage == "projector":
+                from safetensors.torch import save_file
 
-            state = {k: v.detach().float().cpu().contiguous() for k, v in getattr(inner.model, PROJECTOR).state_dict().items()}
-            save_file(state, str(target / PROJECTOR_FILE))
-        else:
-            inner.save_pretrained(str(target), save_embedding_layers=False)
-        meta = {"preset": bundle.preset.to_dict(), "stage": stage, "init_projector": cfg.init_projector, "data": cfg.data}
-        (target / MODEL_FILE).write_text(json.dumps(meta, indent=2))
+                state = {k: v.detach().float().cpu().contiguous() for k, v in getattr(inner.model, PROJECTOR).state_dict().items()}
+                save_file(state, str(tmp / PROJECTOR_FILE))
+            else:
+                inner.save_pretrained(str(tmp), save_embedding_layers=False)
+            meta = {"preset": bundle.preset.to_dict(), "stage": stage, "init_projector": cfg.init_projector, "data": cfg.data}
+            (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2))
     accelerator.wait_for_everyone()
     return target
 
@@ -358,7 +359,7 @@ def run_stage(cfg: TuneConfig, stage: str, train_records: list[dict], eval_recor
         result.mlflow_run_id = run.info.run_id
         mlflow.end_run()
     if accelerator.is_main_process:
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(result.to_dict(), indent=2))
+        atomic_write_json(output_dir / SUMMARY_FILE, result.to_dict(), indent=2)
     accelerator.end_training()
     return result
 
@@ -367,7 +368,7 @@ def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> Non
     path = output_dir / "checkpoints" / f"step-{step:06d}"
     accelerator.save_state(str(path))
     if accelerator.is_main_process:
-        (path / STATE_FILE).write_text(json.dumps({"step": step}))
+        atomic_write_json(path / STATE_FILE, {"step": step})
         for old in _checkpoints(output_dir)[:-keep] if keep else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
+
+from retrieval.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class Catalog:
 
     # ----- storage -----
     def save(self, directory: str | Path) -> Path:
-        """Write products and interactions as Parquet (each file written then renamed)."""
+        """Write products and interactions as Parquet (each file atomically: `retrieval.artifacts`)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         rows = []
@@ -172,6 +173,5 @@ class Catalog:
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)

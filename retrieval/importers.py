@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from retrieval.artifacts import atomic_write_json
 from retrieval.catalog import REPORT_FILE, Catalog, Interaction, Product
 from retrieval.vocabulary import canonical
 
@@ -386,7 +387,7 @@ def finish(collector: ProductCollector, interactions: Iterable[Interaction], out
     report.products = len(catalog)
     report.interactions = len(kept)
     catalog.save(out)
-    (Path(out) / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    atomic_write_json(Path(out) / REPORT_FILE, report.to_dict(), indent=2)
     log.info(report.summary().splitlines()[0])
     return catalog, report
 

@@ -7,8 +7,9 @@ exact flat scan; above it an IVF index with fast-scan PQ codes re-ranked by exac
 stored with the index.
 
 On disk: DIR/CURRENT names the live version folder DIR/v-<time>/ (index.faiss, ids.npy,
-vectors.npy, meta.json). A save writes a new version, then replaces CURRENT atomically, so a crash
-mid-write leaves the previous index loadable.
+vectors.npy, meta.json). A save writes a new version under a private name, publishes it by rename,
+then replaces CURRENT atomically (`retrieval.artifacts`), so a crash mid-write leaves the previous
+index loadable and a second writer's save in progress is never deleted.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from typing import Sequence
 
 import faiss
 import numpy as np
+
+from retrieval.artifacts import atomic_dir, atomic_write_text, is_partial, remove_stale_partials
 
 log = logging.getLogger(__name__)
 
@@ -182,27 +185,25 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ storage
     def save(self, directory: str | Path) -> Path:
-        """Write a new version folder, then switch CURRENT to it atomically; older versions beyond
-        the previous one are removed."""
+        """Write a new version folder (`artifacts.atomic_dir`: private temporary name, fsync,
+        rename), then switch CURRENT to it atomically. Finished versions beyond the two newest and
+        the live one are removed; other writers' folders in progress are never touched."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        version = directory / f"v-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6}"
-        tmp = version.with_name(version.name + ".partial")
-        tmp.mkdir()
-        faiss.write_index(self.index, str(tmp / "index.faiss"))
-        np.save(tmp / "ids.npy", np.array(self.ids))
-        np.save(tmp / "vectors.npy", np.asarray(self.vectors, dtype=np.float32))
-        (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2))
-        os.replace(tmp, version)
-        pointer = directory / (CURRENT + ".tmp")
-        pointer.write_text(version.name)
-        os.replace(pointer, directory / CURRENT)
-        keep = {version.name}
-        versions = sorted(p for p in directory.glob("v-*") if p.is_dir() and not p.name.endswith(".partial"))
-        keep |= {p.name for p in versions[-2:]}
-        for p in directory.glob("v-*"):
+        version = directory / f"v-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**9:09d}"
+        with atomic_dir(version) as tmp:
+            faiss.write_index(self.index, str(tmp / "index.faiss"))
+            np.save(tmp / "ids.npy", np.array(self.ids))
+            np.save(tmp / "vectors.npy", np.asarray(self.vectors, dtype=np.float32))
+            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2))  # inside the folder atomic_dir publishes
+        atomic_write_text(directory / CURRENT, version.name)
+        live = (directory / CURRENT).read_text().strip()  # another writer may have switched it since
+        versions = sorted(p for p in directory.glob("v-*") if p.is_dir() and not is_partial(p))
+        keep = {version.name, live} | {p.name for p in versions[-2:]}
+        for p in versions:
             if p.name not in keep:
                 shutil.rmtree(p, ignore_errors=True)
+        remove_stale_partials(directory)
         return version
 
     @classmethod

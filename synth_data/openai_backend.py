@@ -24,6 +24,7 @@ from pathlib import Path
 import openai
 from PIL import Image
 
+from retrieval.artifacts import atomic_write_json
 from synth_data.config import OpenAIConfig
 from synth_data.generators import Answer
 from synth_data.prompts import SYSTEM_PROMPT, openai_user_text, parse_answer
@@ -68,11 +69,7 @@ class ResponseCache:
             return None
 
     def put(self, key: str, value: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(value, ensure_ascii=False))
-        os.replace(tmp, path)
+        atomic_write_json(self._path(key), value)
 
 
 def request_key(payload: dict, base_url: str) -> str:

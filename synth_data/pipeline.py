@@ -10,6 +10,7 @@ examples in the report. Output, per split (train / val by product group):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,6 +23,7 @@ from typing import Iterable
 
 from tqdm import tqdm
 
+from retrieval.artifacts import atomic_path, atomic_write_json
 from retrieval.catalog import Catalog
 from synth_data.config import SynthConfig
 from synth_data.generators import Answer, Generator, get_generator
@@ -160,9 +162,9 @@ def generate(catalog: Catalog, config: SynthConfig, generator: Generator | None 
     answers: list[str] = []
     max_attempts = int(config.n * config.max_attempts_factor) + 10
     files = {f"{s}.{form}": out / f"{s}.{form}.jsonl" for s in SPLITS for form in ("llava", "messages")}
-    handles = {name: path.open("w") for name, path in files.items()}
-    rejected_f = (out / "rejected.jsonl").open("w")
-    try:
+    with contextlib.ExitStack() as stack:  # each file published whole (atomically) when the run ends
+        handles = {name: stack.enter_context(stack.enter_context(atomic_path(path)).open("w")) for name, path in files.items()}
+        rejected_f = stack.enter_context(stack.enter_context(atomic_path(out / "rejected.jsonl")).open("w"))
         with tqdm(total=config.n, desc=f"synth ({generator.name})", unit="ex", disable=not progress) as bar:
             while report.accepted < config.n and report.attempted < max_attempts:
                 size = min(config.batch_size, config.n - report.accepted, max_attempts - report.attempted)
@@ -200,10 +202,6 @@ def generate(catalog: Catalog, config: SynthConfig, generator: Generator | None 
                     answers.append(ans.text)
                     bar.update(1)
                 bar.set_postfix(rejected=report.rejected)
-    finally:
-        for h in handles.values():
-            h.close()
-        rejected_f.close()
     report.elapsed_s = round(time.perf_counter() - t0, 3)
     report.examples_per_minute = round(report.accepted / report.elapsed_s * 60, 1) if report.elapsed_s else 0.0
     report.kinds, report.question_types = dict(kinds), dict(qtypes)
@@ -212,7 +210,7 @@ def generate(catalog: Catalog, config: SynthConfig, generator: Generator | None 
     report.distinct_answer_ratio = round(len(set(answers)) / len(answers), 4) if answers else 0.0
     report.generator = generator.stats()
     report.files = {name: str(path) for name, path in files.items()}
-    (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    atomic_write_json(out / "report.json", report.to_dict(), indent=2)
     if report.accepted < config.n:
         log.warning("only %d of %d examples after %d attempts (%d rejected)", report.accepted, config.n,
                     report.attempted, report.rejected)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from retrieval.artifacts import atomic_path, atomic_write_json, atomic_write_text
 from retrieval.catalog import Catalog, product_text
 from retrieval.encoders.base import l2_normalise
 from retrieval.encoders.towers import FeatureCache, ImageTower, TextTower, cached_features, image_key, open_image, text_key
@@ -132,12 +132,11 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, cfg: HeadTrainC
 def save_heads(heads: Heads, cfg: HeadTrainConfig, directory: str | Path, meta: dict) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / (HEADS_FILE + ".tmp")
-    torch.save(heads.state_dict(), tmp)
-    os.replace(tmp, directory / HEADS_FILE)
+    with atomic_path(directory / HEADS_FILE) as tmp:
+        torch.save(heads.state_dict(), tmp)
     info = {"config": asdict(cfg), "image_tower": ImageTower.name, "text_tower": TextTower.name,
             "image_dim": heads.image.proj.in_features, "text_dim": heads.text.proj.in_features, **meta}
-    (directory / HEADS_META).write_text(json.dumps(info, indent=2))
+    atomic_write_json(directory / HEADS_META, info, indent=2)
     return directory
 
 
@@ -247,6 +246,6 @@ def train_encoder(catalog: Catalog, out: str | Path, cfg: HeadTrainConfig | None
     held_ids = [p.id for p, h in zip(catalog.products, held) if h]
     meta = {"stats": stats, "catalog_items": len(catalog), "held_out_items": len(held_ids), "command": command}
     save_heads(heads, cfg, out, meta)
-    (Path(out) / "held_out_ids.txt").write_text("\n".join(held_ids))
+    atomic_write_text(Path(out) / "held_out_ids.txt", "\n".join(held_ids))
     log.info("trained %s heads on %d pairs in %.1fs", cfg.kind, int(train.sum()), stats["seconds"])
     return meta

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 from tqdm import tqdm
+
+from retrieval.artifacts import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +133,29 @@ def image_key(path: str | Path) -> str:
 
 
 class FeatureCache:
-    """Tower features on disk, one matrix per tower, keyed by content. Saved atomically."""
+    """Tower features on disk, keyed by content: one base matrix per tower plus shards appended by
+    each save, so a long encoding run writes only its new rows (never the whole file again).
+    Every file is written atomically (`retrieval.artifacts`); a later shard wins over an earlier one."""
+
+    MAX_SHARDS = 64  # beyond this, a save folds everything into the base file
 
     def __init__(self, directory: str | Path, tower_name: str, dim: int):
         self.path = Path(directory) / f"{tower_name.replace('/', '_')}.npz"
         self.dim = dim
         self.index: dict[str, int] = {}
         self.rows: list[np.ndarray] = []
-        if self.path.exists():
-            data = np.load(self.path, allow_pickle=False)
+        self._unsaved: dict[str, None] = {}
+        self._shards: list[Path] = []  # shards read or written by this object (what a compaction may fold in)
+        for path in ([self.path] if self.path.exists() else []) + self._shard_files():
+            data = np.load(path, allow_pickle=False)
             keys, vecs = data["keys"], data["vecs"]
-            if vecs.shape[1] == dim:
-                self.index = {str(k): i for i, k in enumerate(keys)}
-                self.rows = list(vecs.astype(np.float32))
+            if vecs.ndim == 2 and vecs.shape[1] == dim:
+                self._put(keys, vecs)
+            if path != self.path:
+                self._shards.append(path)
+
+    def _shard_files(self) -> list[Path]:
+        return sorted(self.path.parent.glob(f"{self.path.stem}.shard-*.npz"))
 
     def missing(self, keys: Sequence[str]) -> list[str]:
         return [k for k in dict.fromkeys(keys) if k not in self.index]
@@ -150,20 +163,39 @@ class FeatureCache:
     def get(self, keys: Sequence[str]) -> np.ndarray:
         return np.stack([self.rows[self.index[k]] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
 
-    def put(self, keys: Sequence[str], vecs: np.ndarray) -> None:
+    def _put(self, keys: Sequence[str], vecs: np.ndarray) -> None:
         for k, v in zip(keys, vecs):
+            k = str(k)
             if k in self.index:
-                self.rows[self.index[k]] = v
+                self.rows[self.index[k]] = v.astype(np.float32)
             else:
                 self.index[k] = len(self.rows)
                 self.rows.append(v.astype(np.float32))
 
+    def put(self, keys: Sequence[str], vecs: np.ndarray) -> None:
+        self._put(keys, vecs)
+        self._unsaved.update(dict.fromkeys(str(k) for k in keys))
+
+    def _write(self, path: Path, keys: list[str]) -> None:
+        vecs = np.stack([self.rows[self.index[k]] for k in keys]).astype(np.float16) if keys else np.zeros((0, self.dim), np.float16)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, keys=np.array(keys), vecs=vecs)
+
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
-        keys = np.array(sorted(self.index, key=self.index.get))
-        np.savez(tmp, keys=keys, vecs=np.stack(self.rows).astype(np.float16) if self.rows else np.zeros((0, self.dim), np.float16))
-        os.replace(tmp, self.path)
+        """Append the rows put since the last save as a new shard (or fold all into the base file
+        once there are many shards)."""
+        if not self._unsaved and self.path.exists():
+            return
+        if len(self._shards) >= self.MAX_SHARDS or not self.path.exists():
+            self._write(self.path, sorted(self.index, key=self.index.get))
+            for shard in self._shards:  # folded in; shards other writers added since stay
+                shard.unlink(missing_ok=True)
+            self._shards = []
+        else:
+            shard = self.path.with_name(f"{self.path.stem}.shard-{time.time_ns()}-{os.getpid()}.npz")
+            self._write(shard, list(self._unsaved))
+            self._shards.append(shard)
+        self._unsaved = {}
 
 
 def cached_features(
