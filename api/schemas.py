@@ -96,10 +96,12 @@ class ExplainIn(RequestBody):
 
 
 class RationaleOut(BaseModel):
-    text: str
+    text: str = Field(description="shopper-facing: states no attribute the catalog contradicts or does not back (beyond "
+                                  "the server's limit, 0 by default), and no scores")
     facts_used: list[str] = Field(default_factory=list)
     backend: str
-    fallback_reason: str | None = None
+    fallback_reason: str | None = Field(None, description="why the asked backend's text was replaced (always set when it was)")
+    unverified: list[str] = Field(default_factory=list, description="attribute claims in the text the catalog does not settle")
 
 
 class ItemOut(BaseModel):

@@ -89,7 +89,7 @@ def rationale(engine: Engine, settings: Settings, request_text: str, product, sc
               history: Sequence[str] = (), backend: str | None = None) -> tuple[Any, Any]:
     """(Rationale, Evidence) for one item, cached per (request, history, item, backend). Of the
     history, only the purchases most like the item are weighed (see `history_evidence`)."""
-    from synth_data.explain import checked_explain, gather_evidence
+    from synth_data.explain import checked_explain, gather_evidence, settle
 
     name = backend or engine.explainer_name
     history = history_evidence(engine, product.id, history, settings.explain_history)
@@ -99,16 +99,15 @@ def rationale(engine: Engine, settings: Settings, request_text: str, product, sc
         hist = [engine.catalog.by_id[i] for i in history if i in engine.catalog.by_id]
         evidence = gather_evidence(request_text, product, score=score, history=hist or None)
         grounded = engine.explainer_for("grounded", settings)
-        if name == "grounded":  # checks its own output
+        if name == "grounded":  # settles its own text (synth_data.explain.settle)
             return grounded.explain(request_text, product, evidence), evidence
         try:
             explainer = engine.explainer_for(name, settings)
         except Exception as err:  # e.g. llava registered but no adapter configured: say so, answer grounded
             log.warning("explainer %s unavailable: %s", name, err)
-            r = grounded.explain(request_text, product, evidence)
-            r.fallback_reason = f"backend {name} unavailable: {type(err).__name__}: {err}"
-            return r, evidence
-        # a model's rationale is checked against the catalog, with the grounded one as fallback
+            unavailable = RuntimeError(f"backend {name} unavailable: {type(err).__name__}: {err}")
+            return settle(unavailable, request_text, product, evidence, fallback=grounded), evidence
+        # every text goes through synth_data's one check-and-fallback path, with the grounded one as fallback
         return checked_explain(explainer, request_text, product, evidence, fallback=grounded), evidence
 
     return engine.cache.get_or_make(key, make)
@@ -126,7 +125,8 @@ def like_request(product) -> str:
 
 
 def rationale_out(r) -> RationaleOut:
-    return RationaleOut(text=r.text, facts_used=list(r.facts_used), backend=r.backend, fallback_reason=r.fallback_reason)
+    return RationaleOut(text=r.text, facts_used=list(r.facts_used), backend=r.backend, fallback_reason=r.fallback_reason,
+                        unverified=list(getattr(r, "unverified", [])))
 
 
 def evidence_dict(evidence) -> dict[str, Any]:

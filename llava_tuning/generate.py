@@ -2,9 +2,9 @@
 
 The prompt is synth_data's `rationale_prompt` (the item's image, its catalog facts and the
 shopper's request), the very human turn the model was tuned on; purchase history, when given, is
-added as one more data line. Every output goes through the grounding checker; a rationale that
-contradicts a catalog fact (or is empty) is replaced by the grounded template explainer's, with
-`fallback_reason` saying why.
+added as one more data line. Every output goes through synth_data's one check-and-fallback path
+(`settle`): a rationale that contradicts a catalog fact, states one the catalog does not back, or
+is empty is replaced by the grounded template explainer's, with `fallback_reason` saying why.
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from retrieval.catalog import Product
-from synth_data.explain import EXPLAINERS, Evidence, GroundedExplainer, Rationale, gather_evidence, register_explainer
-from synth_data.grounding import check
+from synth_data.explain import EXPLAINERS, Evidence, GroundedExplainer, Rationale, gather_evidence, register_explainer, settle
 from synth_data.prompts import clean, rationale_prompt
 
 log = logging.getLogger(__name__)
@@ -159,12 +158,8 @@ class LlavaExplainer:
         return self.explain_batch([(request, product, evidence)])[0]
 
     def _checked(self, text: str, request: str, product: Product, evidence: Evidence) -> Rationale:
-        result = check(text, product, request=request, sources=[h.title for h in evidence.history])
-        if text.strip() and result.ok:
-            return Rationale(text=text, facts_used=[f"{t.kind}: {t.value}" for t in result.supported], backend=self.backend)
-        out = self.fallback.explain(request, product, evidence)
-        out.fallback_reason = "empty output" if not text.strip() else "grounding: " + "; ".join(result.reasons())
-        return out
+        """The model's text through synth_data's one check-and-fallback path (`settle`)."""
+        return settle(Rationale(text=text, facts_used=[], backend=self.backend), request, product, evidence, self.fallback)
 
 
 def _factory(**kwargs: Any) -> LlavaExplainer:

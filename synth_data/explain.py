@@ -3,10 +3,17 @@
 `gather_evidence` reads the request and the item through the vocabulary and sorts the request's
 terms into matched / unmet / unknown with the grounding checker's own `verdict`; it adds the
 search score and what the item shares with the shopper's purchases. `GroundedExplainer` turns that
-evidence into sentences (several wordings, chosen deterministically per request and item) and
-checks its own output before returning it. It is the serving default, and the fallback when a
-model's rationale fails the check (`checked_explain`). Catalog text is never copied into the
-rationale except as a quotation, so instructions hidden in a description cannot steer it.
+evidence into sentences (several wordings, chosen deterministically per request and item). It is
+the serving default, and the fallback when a model's rationale fails the check. Catalog text is
+never copied into the rationale except as a quotation, so instructions hidden in a description
+cannot steer it.
+
+What a served rationale promises (`settle`, the one check-and-fallback path every explainer's
+text goes through): it states no attribute value the catalog contradicts, and no more than
+`max_unverified` (default 0) attribute values the catalog does not back; scores and ranks stay in
+the evidence, never in the text. A text that breaks the promise is replaced by the fallback's (the
+grounded template, itself checked), and, should that fail too, by the catalog's plain description
+of the item; every replacement says why in `fallback_reason`.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from typing import Callable, Protocol
 
 from retrieval.catalog import Product
 from retrieval.vocabulary import NEGATIONS, Term, accepts, item_values
-from synth_data.grounding import OPEN_GROUPS, by_word, check, clauses, judge, read_clause
+from synth_data.grounding import OPEN_GROUPS, GroundingResult, by_word, check, clauses, judge, read_clause
 from synth_data.phrasing import Bank, ItemView, article, cap, join
 
 log = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ class Evidence:
     unmet: list[RequestTerm] = field(default_factory=list)  # request terms the facts contradict
     unknown: list[RequestTerm] = field(default_factory=list)  # request terms the facts do not settle
     facts: dict[str, list[str]] = field(default_factory=dict)  # the item's vocabulary values per kind
-    score: float | None = None  # retrieval similarity, when the item came from a search
+    score: float | None = None  # retrieval similarity, when the item came from a search (evidence only, never said)
     history: list[HistoryLink] = field(default_factory=list)
 
     @property
@@ -76,7 +83,8 @@ class Rationale:
     text: str
     facts_used: list[str]
     backend: str
-    fallback_reason: str | None = None
+    fallback_reason: str | None = None  # set whenever the text is not the asked backend's own
+    unverified: list[str] = field(default_factory=list)  # attribute claims the catalog does not settle ('colour: navy')
 
 
 def request_terms(request: str) -> list[RequestTerm]:
@@ -271,11 +279,6 @@ def compose_rationale(bank: Bank, view: ItemView, ev: Evidence, extras: int = 0)
                                               "One more detail from the catalog: {t}.", "Worth knowing: {t}.", "{T}."],
                                        s=s, S=cap(s), t=s_this, T=cap(s_this), k=KIND_WORDS[kind]))
         used.append(f"{kind}: {view.first(kind)}")
-    if ev.score is not None:
-        sentences.append(bank.pick(["It is also among the closest matches in the image and text search (score {x:.2f}).",
-                                    "The search ranks it close to your request (similarity {x:.2f}).",
-                                    "Its picture and text sit close to your request in the search (score {x:.2f})."], x=ev.score))
-        used.append(f"similarity: {ev.score:.2f}")
     for link in ev.history[:2]:
         kind, value = link.shared[0]
         state = _state(view, kind, value)
@@ -308,48 +311,97 @@ class Explainer(Protocol):
     def explain(self, request: str, product: Product, evidence: Evidence | None = None) -> Rationale: ...
 
 
+MAX_UNVERIFIED = 0  # attribute claims the catalog does not back that a served text may make
+
+
+def vet(text: str, request: str, product: Product, evidence: Evidence,
+        max_unverified: int = MAX_UNVERIFIED) -> tuple[GroundingResult, str | None]:
+    """The grounding result of a text, and why it may not be served (None: it may)."""
+    result = check(text, product, request=request, sources=[h.title for h in evidence.history])
+    if not text.strip():
+        return result, "empty output"
+    if result.contradicted:
+        return result, "grounding: " + "; ".join(result.reasons())
+    if len(result.not_stated) > max_unverified:
+        return result, "unverified: " + "; ".join(f"{t.kind} {t.value!r} ({t.phrase!r}) is not in the catalog's facts"
+                                                  for t in result.not_stated)
+    return result, None
+
+
+def plain_rationale(product: Product) -> Rationale:
+    """The last resort: what the catalog calls the item, in its own values."""
+    view = ItemView(product)
+    return Rationale(text=f"The catalog lists it as {view.noun()}.", backend="grounded",
+                     facts_used=[f"{k}: {view.first(k)}" for k in ("colour", "pattern", "product_type") if view.has(k)])
+
+
+def settle(candidate: Rationale | BaseException, request: str, product: Product, evidence: Evidence,
+           fallback: "Explainer | None" = None, max_unverified: int = MAX_UNVERIFIED) -> Rationale:
+    """The one check-and-fallback path. Serve `candidate` if its text keeps the promise (see the
+    module doc); otherwise the `fallback` explainer's text (checked the same way), otherwise
+    `plain_rationale`. A replaced text always carries `fallback_reason`."""
+    if isinstance(candidate, BaseException):
+        reason = f"error: {type(candidate).__name__}: {candidate}"
+    else:
+        result, reason = vet(candidate.text, request, product, evidence, max_unverified)
+        if reason is None:
+            candidate.unverified = [f"{t.kind}: {t.value}" for t in result.not_stated]
+            candidate.facts_used = candidate.facts_used or [f"{t.kind}: {t.value}" for t in result.supported]
+            return candidate
+    log.warning("rationale for %s replaced: %s", product.id, reason)
+    if fallback is not None:
+        try:
+            out = fallback.explain(request, product, evidence)
+            why = vet(out.text, request, product, evidence, max_unverified)[1]
+        except Exception as err:  # noqa: BLE001 - the plain sentence below still answers
+            why = f"error: {type(err).__name__}: {err}"
+        if why is None:
+            out.fallback_reason = reason if not out.fallback_reason else f"{reason}; then {out.fallback_reason}"
+            return out
+        reason = f"{reason}; fallback {getattr(fallback, 'backend', type(fallback).__name__)} failed too ({why})"
+    out = plain_rationale(product)
+    out.fallback_reason = reason
+    return out
+
+
 class GroundedExplainer:
-    """Template explanations from verified evidence only; wording is fixed per (request, item)."""
+    """Template explanations from verified evidence only; wording is fixed per (request, item).
+    Its text goes through `settle` like any model's (a wording bug falls back to the plain
+    catalog sentence, with the reason)."""
 
     backend = "grounded"
 
     def __init__(self, extras: int = 0):
         self.extras = extras
 
-    def explain(self, request: str, product: Product, evidence: Evidence | None = None,
-                rng: random.Random | None = None) -> Rationale:
-        evidence = evidence or gather_evidence(request, product)
+    def compose(self, request: str, product: Product, evidence: Evidence, rng: random.Random | None = None) -> Rationale:
+        """The template's text, unchecked."""
         view = ItemView(product)
         bank = Bank(rng or random.Random(_seed(request, product.id)))
         text, used = compose_rationale(bank, view, evidence, extras=self.extras)
-        titles = [h.title for h in evidence.history]
-        result = check(text, product, request=request, sources=titles)
-        if not result.ok:  # a wording bug must never reach a shopper: say only the item's facts
-            log.warning("grounded rationale failed its own check (%s); using the plain fact sentence", result.reasons())
-            text = f"The catalog lists it as {view.noun()}."
-            used = [f"{k}: {view.first(k)}" for k in ("colour", "pattern", "product_type") if view.has(k)]
         return Rationale(text=text, facts_used=used, backend=self.backend)
+
+    def explain(self, request: str, product: Product, evidence: Evidence | None = None,
+                rng: random.Random | None = None) -> Rationale:
+        evidence = evidence or gather_evidence(request, product)
+        return settle(self.compose(request, product, evidence, rng), request, product, evidence)
 
 
 def checked_explain(explainer: Explainer, request: str, product: Product, evidence: Evidence | None = None,
-                    fallback: Explainer | None = None) -> Rationale:
-    """Run any explainer, check its text against the catalog, and fall back to the grounded one
-    (with the reason) when the text contradicts a fact or the explainer fails."""
+                    fallback: Explainer | None = None, max_unverified: int = MAX_UNVERIFIED) -> Rationale:
+    """Run any explainer and `settle` its text, with the grounded explainer as the fallback (an
+    explainer that raises falls back too, with the error as the reason)."""
     evidence = evidence or gather_evidence(request, product)
-    fallback = fallback or GroundedExplainer()
+    if fallback is None and not isinstance(explainer, GroundedExplainer):
+        fallback = GroundedExplainer()
     try:
-        out = explainer.explain(request, product, evidence)
+        candidate: Rationale | BaseException = explainer.explain(request, product, evidence)
     except Exception as err:  # a model that cannot answer must not take the response down
         log.warning("explainer %s failed: %s", type(explainer).__name__, err)
-        r = fallback.explain(request, product, evidence)
-        r.fallback_reason = f"error: {type(err).__name__}: {err}"
-        return r
-    result = check(out.text, product, request=request, sources=[h.title for h in evidence.history])
-    if result.ok and out.text.strip():
-        return out
-    r = fallback.explain(request, product, evidence)
-    r.fallback_reason = "empty output" if not out.text.strip() else "grounding: " + "; ".join(result.reasons())
-    return r
+        candidate = err
+    if isinstance(candidate, Rationale) and candidate.fallback_reason:
+        return candidate  # the explainer settled its own text already (and fell back, saying why)
+    return settle(candidate, request, product, evidence, fallback, max_unverified)
 
 
 EXPLAINERS: dict[str, Callable[..., Explainer]] = {"grounded": GroundedExplainer}
