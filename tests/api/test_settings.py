@@ -2,6 +2,7 @@
 import pytest
 from pydantic import ValidationError
 
+from api.schemas import K_MAX
 from api.settings import Settings, load_settings
 
 
@@ -50,8 +51,10 @@ def test_unknown_key_in_serve_section_is_an_error(tmp_path):
 def test_invalid_values_rejected(config):
     with pytest.raises(ValidationError):
         load_settings(config, port=70000)
-    with pytest.raises(ValidationError, match="max_k"):
-        load_settings(config, default_k=50, max_k=10)
+    with pytest.raises(ValidationError) as err:  # default_k above the API's own limit
+        load_settings(config, default_k=K_MAX + 1)
+    assert [(e["loc"], e["type"]) for e in err.value.errors()] == [(("default_k",), "less_than_equal")]
+    assert load_settings(config, default_k=K_MAX).default_k == K_MAX
 
 
 def test_missing_config_file(tmp_path):
