@@ -111,10 +111,17 @@ class Engine:
     loaded_at: float = field(default_factory=time.time)
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
+    _memo: dict[str, Any] = field(default_factory=dict)
 
     @property
     def catalog(self):
         return self.searcher.catalog
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """A value derived from this engine's catalog, made once (racing makers compute the same)."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
 
     def explainer_for(self, name: str | None, settings: Settings):
         """The default explainer, or another registered backend (built once per engine)."""

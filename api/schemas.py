@@ -156,7 +156,7 @@ class HealthOut(BaseModel):
 class UserOut(BaseModel):
     id: str
     purchases: int
-    last: str | None = None
+    last: str | None = Field(None, description="date of the shopper's last purchase (YYYY-MM-DD)")
 
 
 class ReloadOut(BaseModel):

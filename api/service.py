@@ -25,7 +25,8 @@ def product_or_404(engine: Engine, item_id: str):
 
 
 def item_out(engine: Engine, product) -> ItemOut:
-    has_image = engine.catalog.image_file(product) is not None
+    path = engine.catalog.image_file(product)
+    has_image = path is not None and path.is_file()  # advertise only a photo /items/{id}/image can serve
     return ItemOut(
         id=product.id, title=product.title, description=product.description,
         image_url=f"/items/{product.id}/image" if has_image else None,
@@ -37,6 +38,19 @@ def item_out(engine: Engine, product) -> ItemOut:
 def histories(engine: Engine) -> dict[str, list[str]]:
     """user -> purchased item ids, oldest first (the searcher builds them once)."""
     return engine.searcher.histories()
+
+
+def last_purchase_dates(engine: Engine) -> dict[str, str]:
+    """user -> the date of their last purchase (YYYY-MM-DD), built once per engine."""
+    def build() -> dict[str, str]:
+        last: dict[str, Any] = {}
+        for it in engine.catalog.interactions:
+            t = it.timestamp
+            if t is not None and t == t and (it.user not in last or t > last[it.user]):  # t == t: not NaT
+                last[it.user] = t
+        return {u: t.strftime("%Y-%m-%d") for u, t in last.items()}
+
+    return engine.memo("last_purchase_dates", build)
 
 
 def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:

@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import K_MAX, ErrorOut, ItemOut, ResultsOut, UserOut
-from api.service import check_k, histories, item_out, like_request, product_or_404, results
+from api.service import check_k, histories, item_out, last_purchase_dates, like_request, product_or_404, results
 from api.settings import Settings
 
 router = APIRouter(tags=["items"])
@@ -49,4 +49,5 @@ def users(limit: int | None = Query(None, ge=1, le=1000), engine: Engine = Depen
           settings: Settings = Depends(get_settings)) -> list[UserOut]:
     limit = min(limit or settings.users_listed, 1000)
     ranked = sorted(histories(engine).items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
-    return [UserOut(id=u, purchases=len(ev), last=str(ev[-1][0])[:10] if ev else None) for u, ev in ranked]
+    last = last_purchase_dates(engine)
+    return [UserOut(id=u, purchases=len(items), last=last.get(u)) for u, items in ranked]

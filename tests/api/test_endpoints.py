@@ -119,6 +119,16 @@ def test_users_lists_shoppers_most_active_first(client, shopper):
     assert counts == sorted(counts, reverse=True)
 
 
+def test_users_last_is_the_date_of_the_last_purchase(client, catalog):
+    last: dict[str, object] = {}
+    for it in catalog.interactions:
+        last[it.user] = max(last.get(it.user, it.timestamp), it.timestamp)
+    users = client.get("/users", params={"limit": 20}).json()
+    assert users
+    for u in users:
+        assert u["last"] == last[u["id"]].strftime("%Y-%m-%d"), u
+
+
 def test_web_page_and_its_assets_are_served_locally(client):
     page = client.get("/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
