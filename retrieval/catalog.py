@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -36,7 +37,7 @@ class Product:
     category: list[str] = field(default_factory=list)  # path, broad to narrow
     colour: str = ""
     price: float | None = None
-    image_paths: list[str] = field(default_factory=list)  # absolute, or relative to the catalog dir
+    image_paths: list[str] = field(default_factory=list)  # absolute in memory; stored relative to the catalog dir
     group_id: str = ""  # variants of one product (colours, sizes) share it; "" = its own group
 
     @property
@@ -108,8 +109,7 @@ class Catalog:
         """The item's first image as an absolute path (relative paths are under the catalog dir)."""
         if not p.image_path:
             return None
-        path = Path(p.image_path)
-        return path if path.is_absolute() else self.root / path
+        return Path(resolve_image_path(p.image_path, self.root))
 
     def interactions_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -131,7 +131,8 @@ class Catalog:
             d = asdict(p)
             d["attributes"] = json.dumps(p.attributes, ensure_ascii=False, sort_keys=True)
             d["category"] = json.dumps(p.category, ensure_ascii=False)
-            d["image_paths"] = json.dumps(p.image_paths, ensure_ascii=False)
+            images = [stored_image_path(resolve_image_path(i, self.root), directory) for i in p.image_paths]
+            d["image_paths"] = json.dumps(images, ensure_ascii=False)
             rows.append(d)
         frame = pd.DataFrame(rows, columns=[f for f in Product.__dataclass_fields__])
         _atomic_parquet(frame, directory / PRODUCTS_FILE)
@@ -156,7 +157,7 @@ class Catalog:
                 category=json.loads(r.category),
                 colour=str(r.colour or ""),
                 price=None if pd.isna(r.price) else float(r.price),
-                image_paths=json.loads(r.image_paths),
+                image_paths=[resolve_image_path(i, directory) for i in json.loads(r.image_paths)],
                 group_id=str(r.group_id or ""),
             )
             for r in frame.itertuples(index=False)
@@ -170,6 +171,24 @@ class Catalog:
                 for u, i, t, w in zip(f["user"], f["item"], f["timestamp"], f["weight"])
             ]
         return cls(products, interactions, root=directory)
+
+
+def stored_image_path(path: str, catalog_dir: str | Path) -> str:
+    """How an image path is stored: relative to the catalog folder (so a catalog moved, or mounted
+    into a container, together with its images keeps finding them)."""
+    if not os.path.isabs(path):
+        return path
+    try:
+        return os.path.relpath(os.path.realpath(path), os.path.realpath(catalog_dir))
+    except ValueError:  # another drive (Windows): only an absolute path can say where
+        return path
+
+
+def resolve_image_path(path: str, catalog_dir: str | Path) -> str:
+    """A stored image path as an absolute one (old catalogs stored absolute paths: kept as they are)."""
+    if os.path.isabs(path):
+        return path
+    return os.path.normpath(os.path.join(os.path.realpath(catalog_dir), path))
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:

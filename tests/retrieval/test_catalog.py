@@ -29,3 +29,42 @@ def test_duplicate_ids_are_refused_and_missing_catalog_is_explained(tmp_path):
         Catalog([Product("a", "x"), Product("a", "y")])
     with pytest.raises(FileNotFoundError, match="data import"):
         Catalog.load(tmp_path)
+
+
+def test_image_paths_are_stored_relative_and_survive_a_move(tmp_path):
+    """A catalog built on the host and mounted elsewhere (a container) with its images still finds
+    them: paths are stored relative to the catalog folder and resolved at load."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from retrieval.importers import import_catalog
+
+    src = tmp_path / "host" / "data"
+    (src / "img").mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 0, 0)).save(src / "img" / "a.jpg")
+    (src / "products.jsonl").write_text(json.dumps({"id": "a", "title": "Red top", "image": "img/a.jpg"}) + "\n")
+    import_catalog("jsonl", src, tmp_path / "host" / "var" / "catalog")
+    stored = json.loads(pd.read_parquet(tmp_path / "host" / "var" / "catalog" / "products.parquet")["image_paths"][0])
+    assert stored == ["../../data/img/a.jpg"]
+    shutil.move(tmp_path / "host", tmp_path / "container")
+    moved = Catalog.load(tmp_path / "container" / "var" / "catalog")
+    path = moved.image_file(moved["a"])
+    assert path.is_file() and path.is_absolute() and "container" in str(path)
+    moved.save(tmp_path / "container" / "var" / "copy")  # saved elsewhere: relative to the new folder
+    again = Catalog.load(tmp_path / "container" / "var" / "copy")
+    assert again.image_file(again["a"]) == path
+
+
+def test_old_catalogs_with_absolute_image_paths_still_load(tmp_path):
+    from PIL import Image
+
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    Catalog([Product("a", "Top", image_paths=[str(image)])]).save(tmp_path / "cat")
+    frame = pd.read_parquet(tmp_path / "cat" / "products.parquet")
+    frame["image_paths"] = [f'["{image}"]']  # what catalogs written before held
+    frame.to_parquet(tmp_path / "cat" / "products.parquet", index=False)
+    old = Catalog.load(tmp_path / "cat")
+    assert old.image_file(old["a"]) == image and old["a"].image_paths == [str(image)]
