@@ -268,15 +268,22 @@ def parse_price(value, ref: str, report: ImportReport) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return None if math.isnan(value) else float(value)
-    text = clean(value)
-    if not text or text.lower() in {"none", "null", "nan", "n/a", "-", "—"}:
+        if math.isnan(value):
+            return None
+        price = float(value)
+    else:
+        text = clean(value)
+        if not text or text.lower() in {"none", "null", "nan", "n/a", "-", "—"}:
+            return None
+        m = _NUMBER.search(text)
+        if not m:
+            report.add("bad_price", f"{ref}: {text!r}")
+            return None
+        price = float(m.group().replace(",", ""))
+    if price < 0 or math.isinf(price):  # a price filter must never meet a negative or infinite price
+        report.add("bad_price", f"{ref}: {value!r}")
         return None
-    m = _NUMBER.search(text)
-    if not m:
-        report.add("bad_price", f"{ref}: {text!r}")
-        return None
-    return float(m.group().replace(",", ""))
+    return price
 
 
 def parse_timestamp(value) -> pd.Timestamp | None:

@@ -483,3 +483,14 @@ def test_cli_lists_exactly_the_registered_formats():
     from retrieval.cli import IMPORT_FORMATS
 
     assert sorted(IMPORT_FORMATS) == sorted(IMPORTERS)
+
+
+@pytest.mark.parametrize("price, kept", [(-5, None), ("-12.50", None), (float("inf"), None), ("NaN", None),
+                                         (0, 0.0), ("$12.99", 12.99)])
+def test_negative_nan_and_infinite_prices_are_left_empty(tmp_path: Path, price, kept):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "products.jsonl").write_bytes(jl({"id": "a", "title": "Top", "price": price}))
+    catalog, report = import_catalog("jsonl", src, tmp_path / "cat")
+    assert catalog["a"].price == kept
+    assert report.count("bad_price") == (1 if kept is None and price not in ("NaN",) else 0)
