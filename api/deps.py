@@ -144,10 +144,25 @@ def warm_up(searcher) -> None:
     log.info("towers warmed up in %.1fs", time.time() - t0)
 
 
+def check_catalog_matches_index(searcher) -> None:
+    """Refuse a catalog and an index that disagree (a catalog re-imported after the index was
+    built): every catalog item must have a vector, or /similar and /recommend cannot answer for it."""
+    index = getattr(searcher, "index", None)
+    rows = getattr(index, "row", None)
+    if rows is None:
+        return
+    missing = [i for i in searcher.catalog.ids if i not in rows]
+    extra = len(rows) - (len(searcher.catalog.ids) - len(missing))
+    if missing or extra:
+        raise ValueError(f"catalog and index disagree: {len(missing)} catalog items have no vector (e.g. {missing[:3]}), "
+                         f"{extra} indexed items are not in the catalog; run `whyrec index build` for this catalog")
+
+
 def build_engine(settings: Settings, generation: int = 0,
                  searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
     t0 = time.time()
     searcher = searcher_factory(settings)
+    check_catalog_matches_index(searcher)
     explainer = build_explainer(settings.explainer, settings)
     if settings.warmup:
         warm_up(searcher)

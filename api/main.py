@@ -6,10 +6,13 @@ The engine (searcher + explainer) loads once in the lifespan; `api.deps.EngineHo
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import asynccontextmanager
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -47,6 +50,10 @@ def create_app(settings: Settings | None = None, searcher_factory: Callable[[Set
     @app.exception_handler(UploadError)
     async def _upload_error(request: Request, err: UploadError):
         return JSONResponse({"detail": err.detail}, status_code=err.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError):  # FastAPI's 422, safe for any input (NaN, bytes)
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(err.errors()))}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception):  # a bug: logged with its traceback, answered as JSON
@@ -94,6 +101,19 @@ def _openapi(app: FastAPI) -> dict:
                 op["responses"].setdefault("413", {"description": "request body too large", **error})
     app.openapi_schema = schema
     return schema
+
+
+def _json_safe(x: Any) -> Any:
+    """What a 422 echoes back as `input`, made JSON-safe: NaN/Infinity as text, lone surrogates replaced."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if isinstance(x, str):
+        return x.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate the client sent
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 def _set_threads(n: int) -> None:

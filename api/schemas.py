@@ -13,7 +13,8 @@ HISTORY_MAX = 200
 ID_MAX = 200
 NONBLANK = r"\S"  # JSON-schema pattern (unanchored): at least one non-space character
 
-REQUEST = ConfigDict(extra="forbid", strict=True)  # no silent coercion: "5" is not a k, 0 is not false
+# no silent coercion: "5" is not a k, 0 is not false; NaN and Infinity (which Python's JSON reader accepts) are not numbers
+REQUEST = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 def _integral(v: Any) -> Any:
@@ -24,10 +25,31 @@ def _integral(v: Any) -> Any:
 INTEGER_FIELDS = ("k", "n", "max_tokens")
 
 
+def _lone_surrogate(x: Any) -> str | None:
+    """The first string in `x` that is not valid Unicode (a lone surrogate, which JSON's \\ud800 can
+    carry): no encoder, tokenizer or response could handle it."""
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:
+            return x
+        return None
+    values = x.values() if isinstance(x, dict) else x if isinstance(x, list) else ()
+    return next((s for s in map(_lone_surrogate, values) if s is not None), None)
+
+
 class RequestBody(BaseModel):
-    """Base of request bodies: strict types, except that an integral float counts as an integer."""
+    """Base of request bodies: strict types, except that an integral float counts as an integer;
+    text must be valid Unicode."""
 
     model_config = REQUEST
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        if _lone_surrogate(data) is not None:
+            raise ValueError("text is not valid Unicode (a lone surrogate such as \\ud800)")
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -61,10 +61,22 @@ def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
     return items[-limit:]
 
 
+def indexed_or_404(engine: Engine, item_id: str):
+    """A catalog item that also has a vector in the index (what /similar needs)."""
+    product = product_or_404(engine, item_id)
+    if item_id not in engine.searcher.index.row:
+        raise HTTPException(404, f"item {item_id!r} is not in the index yet (rebuild it: `whyrec index build`)")
+    return product
+
+
 def check_history(engine: Engine, history: Sequence[str]) -> list[str]:
     unknown = [i for i in history if i not in engine.catalog.by_id]
     if unknown:
         raise HTTPException(404, f"unknown item id(s) in history: {unknown[:5]}")
+    rows = engine.searcher.index.row
+    unindexed = [i for i in history if i not in rows]
+    if unindexed:
+        raise HTTPException(404, f"item id(s) in history not in the index yet: {unindexed[:5]} (rebuild it: `whyrec index build`)")
     return list(history)
 
 

@@ -8,7 +8,8 @@ from fastapi.responses import FileResponse
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import K_MAX, ErrorOut, ItemOut, ResultsOut, UserOut
-from api.service import check_k, histories, item_out, last_purchase_dates, like_request, product_or_404, results
+from api.service import (check_k, histories, indexed_or_404, item_out, last_purchase_dates, like_request, product_or_404,
+                         results)
 from api.settings import Settings
 
 router = APIRouter(tags=["items"])
@@ -37,7 +38,7 @@ def get_item_image(item_id: str, engine: Engine = Depends(get_engine)):
 def similar(item_id: str, k: int | None = Query(None, ge=1, le=K_MAX), explain: bool = False,
             engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
     t0 = time.perf_counter()
-    product = product_or_404(engine, item_id)
+    product = indexed_or_404(engine, item_id)
     k = check_k(k, settings)
     hits = engine.searcher.similar(item_id, k)
     # the item stands in for the request: its colour, pattern and type

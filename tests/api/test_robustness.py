@@ -139,3 +139,93 @@ def test_chat_rejects_remote_image_urls_and_broken_data_urls(client):
 
 def test_server_still_healthy_after_all_that(client):
     assert client.get("/health").status_code == 200
+
+
+# ----- bad input, every class: a 4xx with a message, or a correct answer; never a 500 -----
+ODD_QUERIES = ["\x00\x01\x02 black dress \x7f", "dress\u200b\u200d\ufeff", "\u202eesserd kcalb", "ÉLÉGANT robe noire 🖤👗",
+               "黒いドレス", "dress\r\n\t\tblack", "\\u0000 '; DROP TABLE items; --", "<script>alert(1)</script> dress",
+               ]
+
+
+def no_500(r):
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        detail = r.json()["detail"]
+        assert detail and (isinstance(detail, str) or detail[0]["msg"]), r.text
+    return r
+
+
+@pytest.mark.parametrize("query", ODD_QUERIES)
+def test_unicode_and_control_characters_in_queries(client, query):
+    r = no_500(client.post("/search", json={"query": query, "k": 3}))
+    if r.status_code == 200:
+        body = r.json()
+        assert len(body["results"]) == 3 and all(h["rationale"]["text"] for h in body["results"])
+    item = client.get("/users", params={"limit": 1}).json()[0]["id"]
+    no_500(client.post("/recommend", json={"user_id": item, "query": query, "k": 2}))
+    no_500(client.post("/explain", json={"item_id": r.json()["results"][0]["id"] if r.status_code == 200 else "x", "query": query}))
+    no_500(client.post("/v1/chat/completions", json={"model": "whyrec", "messages": [{"role": "user", "content": query}]}))
+
+
+def test_ten_thousand_character_queries_are_422_with_the_limit(client, catalog):
+    long = "black dress " * 834  # 10,008 characters
+    for path, body in [("/search", {"query": long}), ("/explain", {"item_id": catalog.ids[0], "query": long}),
+                       ("/recommend", {"history": [catalog.ids[0]], "query": long})]:
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and "1000" in r.text, (path, r.text[:200])
+    r = no_500(client.post("/v1/chat/completions", json={"model": "whyrec", "messages": [{"role": "user", "content": long}]}))
+    if r.status_code == 200:
+        assert r.json()["choices"][0]["message"]["content"]
+    r = upload(client, jpeg(), text=long)
+    assert r.status_code == 422
+
+
+def test_histories_of_ten_thousand_ids_are_422_with_the_limit(client, catalog):
+    history = [catalog.ids[i % len(catalog)] for i in range(10_000)]
+    for path, body in [("/recommend", {"history": history}), ("/explain", {"item_id": catalog.ids[0], "history": history})]:
+        r = client.post(path, json=body)
+        assert r.status_code == 422 and "200" in r.text, (path, r.text[:200])
+    r = client.post("/recommend", json={"history": history[:200], "k": 5})  # at the limit: answered
+    assert r.status_code == 200 and len(r.json()["results"]) == 5
+
+
+@pytest.mark.parametrize("filters", [{"category": "no such category anywhere"}, {"colour": "chartreuse-ish"},
+                                     {"colour": "black", "category": "Garden furniture"}, {"price_min": 1e12},
+                                     {"price_min": 50, "price_max": 10}, {"price_max": 0}])
+def test_filters_that_match_nothing_give_an_empty_list(client, filters):
+    r = client.post("/search", json={"query": "dress", "k": 5, "filters": filters})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["results"] == []
+
+
+def test_filters_that_match_give_k_hits_that_hold(client, catalog):
+    prices = sorted(p.price for p in catalog.products if p.price is not None)
+    lo, hi = prices[len(prices) // 4], prices[3 * len(prices) // 4]
+    r = client.post("/search", json={"query": "dress", "k": 5, "filters": {"price_min": lo, "price_max": hi}})
+    assert r.status_code == 200 and len(r.json()["results"]) == 5
+    assert all(lo <= h["price"] <= hi for h in r.json()["results"])
+
+
+@pytest.mark.parametrize("filters", [{"price_min": -5}, {"price_max": -0.01}, {"price_min": "NaN"}, {"price_max": "cheap"}])
+def test_negative_and_non_numeric_prices_are_422(client, filters):
+    r = client.post("/search", json={"query": "dress", "filters": filters})
+    assert r.status_code == 422 and "price" in r.text, r.text[:300]
+
+
+def test_lone_surrogates_in_json_are_answered(client):
+    r = no_500(client.post("/search", content=b'{"query": "\\ud800 dress \\udfff", "k": 3}', headers={"Content-Type": "application/json"}))
+    if r.status_code == 200:
+        assert len(r.json()["results"]) == 3
+
+
+@pytest.mark.parametrize("raw", [b'{"query": "dress", "filters": {"price_min": NaN}}', b'{"query": "dress", "filters": {"price_max": Infinity}}',
+                                 b'{"query": "dress", "filters": {"price_max": -Infinity}}', b'{"query": "dress", "k": NaN}'])
+def test_nan_and_infinite_prices_in_raw_json_are_4xx(client, raw):
+    r = client.post("/search", content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, (r.status_code, r.text[:300])
+
+
+@pytest.mark.parametrize("query", ["dress under -5 euros", "dress between -10 and -1", "dress under nan", "dress over 1e400"])
+def test_negative_and_nan_prices_in_the_query_text(client, query):
+    r = no_500(client.post("/search", json={"query": query, "k": 3}))
+    assert r.status_code == 200 and len(r.json()["results"]) <= 3
