@@ -27,7 +27,6 @@ import logging
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -136,6 +135,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     from eval.explain_eval import evaluate_explanations
+    from retrieval.artifacts import atomic_write_text
     from retrieval.catalog import Catalog
     from synth_data.grounding import check
 
@@ -165,10 +165,8 @@ def main() -> None:
         out["backends"][backend] = {**({} if backend.endswith("-served") else timing.get(base, {})),
                                     **{k: v for k, v in flat.items() if k.split("_ci95")[0] in keep}}
     if args.dump:
-        Path(args.dump).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.dump, "w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps({k: v for k, v in r.items() if k != "product"}, ensure_ascii=False) + "\n")
+        atomic_write_text(args.dump, "".join(json.dumps({k: v for k, v in r.items() if k != "product"}, ensure_ascii=False) + "\n"
+                                             for r in rows))
     out["load_avg_at_end"] = os.getloadavg()
     print(json.dumps(out, indent=2))
 

@@ -114,7 +114,7 @@ def _image_for(product: Product, image_root: str | Path | None) -> Image.Image:
         if p.exists():
             with Image.open(p) as im:
                 return im.convert("RGB")
-    log.debug("item %s has no readable image; using a blank one", product.id)
+    log.warning("item %s has no readable image (%s); the model sees a blank one", product.id, path)
     return Image.new("RGB", (224, 336), (255, 255, 255))
 
 

@@ -132,7 +132,9 @@ def load_projector(model, path: str | Path) -> None:
 
 
 def _checkpoints(output_dir: Path) -> list[Path]:
-    return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    """Complete checkpoints, oldest first: STATE_FILE is written (atomically) after the rest."""
+    done = [p for p in (output_dir / "checkpoints").glob("step-*") if (p / STATE_FILE).exists()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
 def _mlflow_start(cfg: TuneConfig, stage: str, params: dict):
