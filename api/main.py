@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None, searcher_factory: Callable[[Set
         yield
 
     app = FastAPI(title="whyrec", version=_version(), lifespan=lifespan,
-                  description="Explainable product recommender: ranked products, each with a rationale that states only "
-                              "facts the catalog backs. Also speaks OpenAI chat completions at /v1/chat/completions.")
+                  description="Explainable product recommender: ranked products, each with a rationale whose attribute "
+                              "claims the catalog backs. Also speaks OpenAI chat completions at /v1/chat/completions.")
     app.state.settings = settings
     app.state.holder = holder
 
