@@ -226,6 +226,7 @@ class SearchEvalResult:
     splits: dict[str, list[str]]  # split -> query texts evaluated
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # ranker -> query -> metrics
     relevant: dict[str, int] = field(default_factory=dict)  # query -> number of relevant items
+    kinds: dict[str, str] = field(default_factory=dict)  # query -> its kind tag
     no_relevant: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # ranker -> why it could not run
     ms_per_query: dict[str, float] = field(default_factory=dict)
@@ -246,6 +247,18 @@ class SearchEvalResult:
                                       f"p@{self.k}_ci95": [round(ci.low, 3), round(ci.high, 3)], "n": len(p)}
         return out
 
+    def by_kind(self) -> dict[str, dict[str, float]]:
+        """ranker -> kind tag -> mean p@k over all evaluated queries of that kind (where each part of a
+        tag like `type+colour` counts the query once)."""
+        out: dict[str, dict[str, float]] = {}
+        for ranker, per in self.per_query.items():
+            groups: dict[str, list[float]] = {}
+            for q, m in per.items():
+                for part in (self.kinds.get(q) or "untagged").split("+"):
+                    groups.setdefault(part, []).append(m[f"p@{self.k}"])
+            out[ranker] = {kind: round(float(np.mean(v)), 3) for kind, v in sorted(groups.items())}
+        return out
+
     def ceiling(self) -> dict[str, float]:
         """Best possible mean p@k per split: a query with r < k relevant items can reach r/k."""
         return {split: round(float(np.mean([min(1.0, self.relevant[q] / self.k) for q in texts])), 3)
@@ -254,7 +267,7 @@ class SearchEvalResult:
     def to_dict(self, per_query: bool = True) -> dict:
         d = {"k": self.k, "catalog_items": self.n_items, "ranker_interface": self.interface,
              "queries": {s: len(t) for s, t in self.splits.items()}, f"ceiling_p@{self.k}": self.ceiling(),
-             "results": self.summary(), "ms_per_query": self.ms_per_query}
+             "results": self.summary(), f"p@{self.k}_by_kind": self.by_kind(), "ms_per_query": self.ms_per_query}
         if self.no_relevant:
             d["queries_without_relevant_items"] = self.no_relevant
         if self.errors:
@@ -299,6 +312,7 @@ def evaluate_search(searcher, queries: Sequence[SearchQuery], rankers: Sequence[
     for q in queries:
         r = relevant_ids(truth, q.relevant) & set(catalog.ids)
         result.relevant[q.text] = len(r)
+        result.kinds[q.text] = q.kind
         if not r:
             result.no_relevant.append(q.text)
             continue
