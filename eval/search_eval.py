@@ -336,13 +336,14 @@ def evaluate_search(searcher, queries: Sequence[SearchQuery], rankers: Sequence[
         tqdm = None
     for name, rank in named.items():
         per: dict[str, dict[str, float]] = {}
-        t0 = time.perf_counter()
         try:
+            rank(texts[0], k)  # warm-up (lazy model loading), not timed
+            t0 = time.perf_counter()
             for q in (tqdm(texts, desc=f"search eval {name}", unit="query", mininterval=5, leave=False) if tqdm else texts):
                 ids = rank(q, k)[:k]
                 ranks = ranks_in_list(ids, rel[q], n_items)
                 per[q] = {f"p@{k}": precision_at_k(ranks, k), f"ndcg@{k}": ndcg_at_k(ranks, k)}
-        except (ValueError, KeyError, NotImplementedError) as err:  # e.g. a ranker this index was not built for
+        except (ValueError, KeyError, NotImplementedError, FileNotFoundError, RuntimeError) as err:  # e.g. a ranker this index was not built for
             result.errors[name] = f"{type(err).__name__}: {err}"
             log.warning("ranker %s failed: %s", name, err)
             continue
