@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -438,8 +438,3 @@ def summary_table(result: dict) -> str:
             lines.append(f"{key}: {result[key]}")
     return "\n".join(lines)
 
-
-def iter_relevant(catalog: Catalog, queries: Iterable[SearchQuery]) -> Iterable[tuple[SearchQuery, set[str]]]:
-    """Each query with its relevant ids in `catalog` (for writing and checking query files)."""
-    for q in queries:
-        yield q, relevant_ids(catalog, q.relevant)
