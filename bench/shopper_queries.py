@@ -1,10 +1,10 @@
 """Precision@10 of short shopper queries over the whole catalog, for several rankers.
 
-An item is relevant to a query when every attribute the query's line names holds (e.g. colour in
-{Dark Blue} and product_type in {Blazer}); relevance is written by hand in the queries file, in
-the catalog's own attribute values, independent of whyrec's vocabulary.
+Relevance comes from the query file's rules in the catalog's own attribute values (eval/queries/hm.yaml,
+judged by eval.search_eval), independent of whyrec's vocabulary. This bench compares item-vector
+modes and late-fusion weights; `whyrec eval search` scores the search rankers.
 
-    python bench/shopper_queries.py --config configs/hm.yaml [--queries bench/shopper_queries.jsonl]
+    python bench/shopper_queries.py --config configs/hm.yaml [--queries eval/queries/hm.yaml] [--split dev]
 
 Prints one JSON object: precision@10 per ranker (mean over queries) and per query.
 """
@@ -18,20 +18,17 @@ from pathlib import Path
 import numpy as np
 
 
-def relevant(p, rule: dict[str, list[str]]) -> bool:
-    facts = {k: v.lower() for k, v in p.attributes.items()}
-    return all(facts.get(key, "") in {v.lower() for v in values} for key, values in rule.items())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/hm.yaml")
-    ap.add_argument("--queries", default=str(Path(__file__).with_name("shopper_queries.jsonl")))
+    ap.add_argument("--queries", default=str(Path(__file__).resolve().parents[1] / "eval" / "queries" / "hm.yaml"))
+    ap.add_argument("--split", choices=["dev", "heldout", "all"], default="all")
     ap.add_argument("-k", type=int, default=10)
     args = ap.parse_args()
 
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    from eval.search_eval import load_queries, relevant_ids
     from retrieval.catalog import Catalog, product_text
     from retrieval.config import load_yaml, section
     from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, item_vectors
@@ -41,8 +38,8 @@ def main() -> None:
     cfg = load_yaml(args.config)
     catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
     encoder = create_encoder(section(cfg, "encoder", EncoderConfig))
-    queries = [json.loads(line) for line in Path(args.queries).read_text().splitlines() if line.strip()]
-    rel = {q["query"]: {p.id for p in catalog.products if relevant(p, q["relevant"])} for q in queries}
+    queries = [{"query": q.text, "relevant": q.relevant} for q in load_queries(args.queries, args.split)]
+    rel = {q["query"]: relevant_ids(catalog, q["relevant"]) for q in queries}
     ceiling = {q: min(1.0, len(r) / args.k) for q, r in rel.items()}
 
     def precision(ranked: list[str], q: str) -> float:

@@ -1,4 +1,5 @@
-"""`whyrec eval rec|retrieval|explain|ab DATA ...` and `whyrec ablate CONFIG`.
+"""`whyrec eval rec|retrieval|explain|ab DATA ...`, `whyrec eval search --config CONFIG --queries FILE`
+and `whyrec ablate CONFIG`.
 
 Every evaluation takes its data path (a catalog folder or a raw folder in a format whyrec imports)
 from the command line, writes result.json, tables.md and PNG plots under --out, logs one MLflow
@@ -70,6 +71,17 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
     p.set_defaults(func=_eval, evaluation="ab")
 
+    p = sub.add_parser("search", help="precision@k and nDCG@k of each search ranker (and TF-IDF) on a shopper query file")
+    p.add_argument("--config", required=True, help="YAML config of the catalog, encoder and index to search")
+    p.add_argument("--queries", required=True, help="query file with relevance rules (eval/queries/*.yaml)")
+    p.add_argument("--split", choices=["dev", "heldout", "all"], default="all", help="which queries (default all: both, reported apart)")
+    p.add_argument("--rankers", help="comma-separated: dense,facts,bm25,rrf,fitted (default all the searcher offers)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--blank-text", action="store_true", help="search a copy with every text blanked, indexed from images only")
+    p.add_argument("--out", help="also write the full JSON result to this file")
+    p.add_argument("--json", action="store_true", help="print the full JSON result (per query too) instead of a table")
+    p.set_defaults(func=_eval_search)
+
     p = subparsers.add_parser("ablate", help="run a grid of evaluation configs (configs/ablations/NAME.yaml), log to MLflow")
     p.add_argument("config", help="ablation YAML (see configs/ablations/)")
     p.add_argument("--data", help="data path (overrides ablation.data)")
@@ -132,6 +144,26 @@ def _eval(args) -> int:
         summary["mlflow"] = {"tracking_uri": tracker.tracking_uri, "experiment": tracker.experiment,
                              "run_id": tracker.log_run(f"{ev.name} {Path(args.data).name}", params, {**ev.metrics(result), "run_seconds": wall}, files)}
     print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
+def _eval_search(args) -> int:
+    import json
+    from pathlib import Path
+
+    from eval.search_eval import SearchEvalConfig, run_search_eval, summary_table
+
+    if not 1 <= args.k <= 100:
+        raise ValueError("-k must be between 1 and 100")
+    rankers = [r.strip() for r in args.rankers.split(",") if r.strip()] if args.rankers else None
+    result = run_search_eval(SearchEvalConfig(args.config, args.queries, args.split, rankers, args.k, args.blank_text))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1, ensure_ascii=False), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+    else:
+        print(summary_table(result))
     return 0
 
 
