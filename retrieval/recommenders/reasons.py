@@ -55,6 +55,12 @@ def _described(p: Product) -> str:
     return f"{kind} in {colour}" if colour else kind
 
 
+def _this(p: Product) -> str:
+    """"this dress" / "these jeans"."""
+    kind = kind_word(p)
+    return "these" if kind.endswith("s") and not kind.endswith("ss") else "this"
+
+
 def history_reason(item: int, products: list[Product], history: History, groups: np.ndarray | None,
                    vectors: np.ndarray | None, popular: bool = False) -> Reason:
     """The strongest history-based reason for recommending catalog row `item`."""
@@ -64,7 +70,7 @@ def history_reason(item: int, products: list[Product], history: History, groups:
         if len(hit):
             j = int(hit[-1])
             iso, month = day_text(history.days[j])
-            text = f"You bought this {_described(p)} in {month}."
+            text = f"You bought {_this(p)} {_described(p)} in {month}."
             return Reason("bought_before", text, p.id, iso, [Claim(text, p.id)])
         if groups is not None:
             same = np.flatnonzero(groups[history.items] == groups[item])
@@ -72,7 +78,7 @@ def history_reason(item: int, products: list[Product], history: History, groups:
                 j = int(same[-1])
                 h = products[int(history.items[j])]
                 iso, month = day_text(history.days[j])
-                first = f"You bought this {_described(h)} in {month}."
+                first = f"You bought {_this(h)} {_described(h)} in {month}."
                 second = f"This one is {colour_word(p)}." if colour_word(p) else "This is another variant of it."
                 return Reason("other_colour", f"{first} {second}", h.id, iso, [Claim(first, h.id), Claim(second, p.id)])
         uniq = np.unique(history.items)
