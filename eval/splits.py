@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from retrieval.catalog import Catalog
-from retrieval.recommenders.data import chronological, merge_same_day
+from retrieval.recommenders.data import chronological
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +61,11 @@ class Split:
 
 
 def purchases(catalog: Catalog, merge: bool = True) -> pd.DataFrame:
-    """The catalog's interactions with `order` = position in the source; same-day lines merged."""
-    frame = catalog.interactions_frame()
-    frame["order"] = range(len(frame))
-    unknown = ~frame["item"].isin(catalog.by_id)
-    if unknown.any():
-        log.warning("dropping %d interactions on items not in the catalog", int(unknown.sum()))
-        frame = frame[~unknown]
-    frame = frame.reset_index(drop=True)
-    return merge_same_day(frame) if merge else frame
+    """The catalog's interactions with `order` = position in the source; same-day lines merged
+    (the frame the served recommender is fitted on)."""
+    from retrieval.recommenders.serve import purchases_frame
+
+    return purchases_frame(catalog, merge)
 
 
 def _collect(f: pd.DataFrame, evaluated: pd.Series) -> tuple[dict[str, list[str]], dict[str, pd.Timestamp]]:

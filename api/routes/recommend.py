@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import ErrorOut, ReasonOut, RecommendIn, ResultsOut
-from api.service import check_history, check_k, history_of, results, shopper_history
+from api.service import check_history, check_k, results, shopper_history
 from api.settings import Settings
 
 router = APIRouter(tags=["recommend"])
@@ -52,8 +52,6 @@ def recommend(body: RecommendIn, engine: Engine = Depends(get_engine), settings:
     k = check_k(body.k, settings)
     history = shopper_history(engine, settings, body.user_id, body.history)  # 404 for an unknown shopper or item
     extra = check_history(engine, body.history or [])
-    if body.user_id:
-        history_of(engine, body.user_id, 1)
     rec = engine.recommender
     qs, terms = query_scores(engine.searcher, body.query, engine.catalog) if body.query else (None, [])
     try:

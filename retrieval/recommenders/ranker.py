@@ -124,15 +124,20 @@ class Ranker(Recommender):
         return self._window_cache[key]
 
     # ------------------------------------------------------------------ candidates and features
+    @staticmethod
+    def _top(row: np.ndarray, n: int) -> np.ndarray:
+        """The n best item rows of a score row, best first."""
+        n = min(n, len(row))
+        top = np.argpartition(-row, n - 1)[:n] if n < len(row) else np.arange(len(row))
+        return top[np.argsort(-row[top], kind="stable")]
+
     def candidates(self, histories: Sequence[History]) -> list[dict[str, np.ndarray]]:
         """Per history: source name -> its top item rows, best first."""
         out: list[dict[str, np.ndarray]] = [dict() for _ in histories]
         for name, n in self.n_cand.items():
             S = self.sources[name].score_histories(histories)
-            n = min(n, S.shape[1])
             for r in range(len(histories)):
-                top = np.argpartition(-S[r], n - 1)[:n] if n < S.shape[1] else np.arange(S.shape[1])
-                out[r][name] = top[np.argsort(-S[r, top], kind="stable")]
+                out[r][name] = self._top(S[r], n)
         return out
 
     def _features(self, histories: Sequence[History]) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
@@ -143,11 +148,7 @@ class Ranker(Recommender):
         rows_out, feats_out = [], []
         fnames: list[str] = []
         for r, h in enumerate(histories):
-            per_src = {}
-            for n in names:
-                k = min(self.n_cand[n], S[n].shape[1])
-                top = np.argpartition(-S[n][r], k - 1)[:k] if k < S[n].shape[1] else np.arange(S[n].shape[1])
-                per_src[n] = top[np.argsort(-S[n][r, top], kind="stable")]
+            per_src = {n: self._top(S[n][r], self.n_cand[n]) for n in names}
             cand = np.unique(np.concatenate(list(per_src.values()))) if per_src else np.zeros(0, np.int64)
             cols: dict[str, np.ndarray] = {}
             for n in names:

@@ -35,8 +35,12 @@ def purchases_frame(catalog: Catalog, merge: bool = True):
     """The catalog's purchases with file order, same-day units merged (one purchase per item and day)."""
     frame = catalog.interactions_frame()
     frame["order"] = range(len(frame))
-    frame = frame[frame["item"].isin(catalog.by_id)]
-    return merge_same_day(frame) if merge else frame.reset_index(drop=True)
+    unknown = ~frame["item"].isin(catalog.by_id)
+    if unknown.any():
+        log.warning("dropping %d interactions on items not in the catalog", int(unknown.sum()))
+        frame = frame[~unknown]
+    frame = frame.reset_index(drop=True)
+    return merge_same_day(frame) if merge else frame
 
 
 def load_context(catalog: Catalog, cfg: RecommendConfig, index=None, npy_ids: Sequence[str] | None = None) -> ModelContext:
