@@ -51,6 +51,7 @@ class History:
     days: np.ndarray
     user: str | None = None
     when: float | None = None
+    undated: int = 0  # the last `undated` items were sent with the request (a cart), not bought on `days`
 
     def __len__(self) -> int:
         return len(self.items)

@@ -66,19 +66,24 @@ def history_reason(item: int, products: list[Product], history: History, groups:
     """The strongest history-based reason for recommending catalog row `item`."""
     p = products[item]
     if len(history):
+        dated = len(history) - history.undated  # purchases first, then the request's own items
+
+        def when(j: int) -> tuple[str | None, str | None]:
+            return day_text(history.days[j]) if j < dated else (None, None)
+
         hit = np.flatnonzero(history.items == item)
         if len(hit):
             j = int(hit[-1])
-            iso, month = day_text(history.days[j])
-            text = f"You bought {_this(p)} {_described(p)} in {month}."
+            iso, month = when(j)
+            text = f"You bought {_this(p)} {_described(p)} in {month}." if month else f"In your list: {_this(p)} {_described(p)}."
             return Reason("bought_before", text, p.id, iso, [Claim(text, p.id)])
         if groups is not None:
             same = np.flatnonzero(groups[history.items] == groups[item])
             if len(same):
                 j = int(same[-1])
                 h = products[int(history.items[j])]
-                iso, month = day_text(history.days[j])
-                first = f"You bought {_this(h)} {_described(h)} in {month}."
+                iso, month = when(j)
+                first = f"You bought {_this(h)} {_described(h)} in {month}." if month else f"You chose {_this(h)} {_described(h)}."
                 second = f"This one is {colour_word(p)}." if colour_word(p) else "This is another variant of it."
                 return Reason("other_colour", f"{first} {second}", h.id, iso, [Claim(first, h.id), Claim(second, p.id)])
         uniq = np.unique(history.items)
@@ -90,8 +95,8 @@ def history_reason(item: int, products: list[Product], history: History, groups:
             j_item = same_kind[-1] if same_kind else int(history.items[-1])
         j = int(np.flatnonzero(history.items == j_item)[-1])
         h = products[j_item]
-        iso, month = day_text(history.days[j])
-        first = f"Like the {_described(h)} you bought in {month}."
+        iso, month = when(j)
+        first = f"Like the {_described(h)} you bought in {month}." if month else f"Like the {_described(h)} you chose."
         return Reason("like_purchase", first, h.id, iso, [Claim(first, h.id)])
     text = "Bought by many shoppers lately." if popular else "A popular choice."
     return Reason("popular", text)

@@ -102,7 +102,7 @@ class ServedRecommender:
             now = self.data.last_day if self.data.last_day is not None else float(to_days([np.datetime64("today")])[0])
             items = np.r_[items, np.array(extra, np.int64)]
             days = np.r_[days, np.full(len(extra), now)]
-        return History(items, days, user if user in known else None)
+        return History(items, days, user if user in known else None, undated=len(extra))
 
     def recommend(self, item_ids: Sequence[str] = (), k: int = 10, user: str | None = None, exclude_bought: bool | None = None,
                   query: np.ndarray | None = None, query_weight: float = 0.5) -> list[Recommendation]:

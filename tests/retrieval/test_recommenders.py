@@ -185,3 +185,19 @@ def test_ranker_learns_what_no_single_source_knows():
     ranked, model = ndcg("ranker")
     assert ranked > best_single + 0.05
     assert model.info["train_groups"] > 100 and "group_days_ago" in model.info["feature_importance_gain"]
+
+
+def test_reasons_date_only_real_purchases():
+    from retrieval.recommenders.reasons import history_reason
+
+    ps = [Product(id="j1", title="Jeans", colour="Blue", attributes={"product_type": "Jeans"}, group_id="g"),
+          Product(id="j2", title="Jeans", colour="Black", attributes={"product_type": "Jeans"}, group_id="g"),
+          Product(id="t1", title="Top", colour="Red", attributes={"product_type": "Top"}, group_id="t")]
+    groups = np.array([0, 0, 1])
+    march = float((np.datetime64("2020-03-14") - np.datetime64("1970-01-01")) / np.timedelta64(1, "D"))
+    h = History(np.array([0, 2]), np.array([march, march + 40]), undated=1)  # j1 bought in March; t1 only in the cart
+    r = history_reason(1, ps, h, groups, None)
+    assert r.kind == "other_colour" and r.text == "You bought these jeans in blue in March 2020. This one is black."
+    assert r.item_id == "j1" and r.day == "2020-03-14" and [c.item_id for c in r.claims] == ["j1", "j2"]
+    again = history_reason(2, ps, h, groups, None)
+    assert again.kind == "bought_before" and again.day is None and "bought" not in again.text  # a cart item, not a purchase
