@@ -26,7 +26,7 @@ from eval.splits import PROTOCOL, Split, make_splits, purchases
 from retrieval.catalog import Catalog
 from retrieval.config import load_yaml, section
 from retrieval.recommenders import Ranker, RecommendConfig, TrainData, create_recommender, drop_unbuildable
-from retrieval.recommenders.factory import SIMPLE_KINDS
+from retrieval.recommenders.factory import DEFAULT_MODELS, SIMPLE_KINDS
 from retrieval.recommenders.serve import load_context
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,15 @@ class RecEvalConfig:
 
 
 def recommend_section(cfg: RecEvalConfig) -> RecommendConfig:
-    """The `recommend:` section evaluated (the served one when `recommend_config` names the serve YAML)."""
+    """The `recommend:` section evaluated (the served one when `recommend_config` names the serve YAML):
+    defaults, replaced key by key by the file's section, then `cfg.recommend` laid over it key by key."""
     raw = load_yaml(cfg.recommend_config) if cfg.recommend_config else {}
-    data = _deep_update(dict(raw.get("recommend") or {}), cfg.recommend or {})
+    data = {"models": {k: dict(v) for k, v in DEFAULT_MODELS.items()}}
+    data.update(raw.get("recommend") or {})
+    data = _deep_update(data, cfg.recommend or {})
+    if not cfg.recommend_config and data.get("item_vectors", "index") == "index" and cfg.item_vectors is None:
+        log.warning("no serve config (recommend_config): no index for the content model; it is left out")
+        data["item_vectors"] = None
     rc = section({"recommend": data}, "recommend", RecommendConfig)
     if cfg.item_vectors is not None:
         rc.item_vectors = None if cfg.item_vectors in ("none", "null", "") else cfg.item_vectors
