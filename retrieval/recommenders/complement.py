@@ -157,8 +157,8 @@ class GoesWith:
         q = np.asarray(list(query), np.int64)
         out: dict[str, np.ndarray] = {}
         f = np.sqrt(np.maximum(self.freq, 1))
-        out["cooc"] = np.asarray(self.C[q].sum(0)).ravel() / f / 1.0 if len(q) else np.zeros(self.n)
-        out["cooc"] = out["cooc"] / (f[q].mean() if len(q) else 1)
+        # shared sets over sqrt(freq_q * freq_j): cosine-normalised, so popular items do not swamp the list
+        out["cooc"] = np.asarray((self.C[q].multiply(1.0 / f[q][:, None])).sum(0)).ravel() / f if len(q) else np.zeros(self.n)
         p_cat = (self.CC[self.cat[q]] / np.maximum(self.cat_freq[self.cat[q]], 1)[:, None]).sum(0)  # P(category b | a)
         out["category"] = p_cat[self.cat] * np.log1p(1 + self.freq)
         out["series"] = np.zeros(self.n)
