@@ -108,6 +108,8 @@ class Engine:
     explainer_name: str
     cache: LRUCache
     generation: int
+    recommender: Any = None  # retrieval.recommenders.serve.ServedRecommender (the `recommend:` section's model)
+    goes_with: Any = None  # retrieval.recommenders.complement.GoesWith, or None (no co-occurrence data)
     loaded_at: float = field(default_factory=time.time)
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -158,6 +160,19 @@ def check_catalog_matches_index(searcher) -> None:
                          f"{extra} indexed items are not in the catalog; run `whyrec index build` for this catalog")
 
 
+def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
+    """The served recommender and "goes well with" model, from the config's `recommend:` section."""
+    from retrieval.config import section
+    from retrieval.recommenders.complement import GoesWithConfig, build_goes_with
+    from retrieval.recommenders.factory import RecommendConfig
+    from retrieval.recommenders.serve import ServedRecommender, purchases_frame
+
+    cfg = section(load_yaml(settings.config) if settings.config else {}, "recommend", RecommendConfig)
+    rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index)
+    gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
+    return rec, build_goes_with(searcher.catalog, gcfg, purchases_frame(searcher.catalog, cfg.merge_same_day))
+
+
 def build_engine(settings: Settings, generation: int = 0,
                  searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
     t0 = time.time()
@@ -167,7 +182,8 @@ def build_engine(settings: Settings, generation: int = 0,
     if settings.warmup:
         warm_up(searcher)
     searcher.histories()  # built now, not on the first request
-    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation)
+    recommender, goes_with = build_recommenders(settings, searcher)
+    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with)
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
     return engine
 

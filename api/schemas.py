@@ -97,6 +97,7 @@ class RecommendIn(RequestBody):
     k: int | None = Field(None, ge=1, le=K_MAX)
     query: str | None = Field(None, min_length=1, max_length=QUERY_MAX, pattern=NONBLANK,
                               description="optional words blended with the history")
+    exclude_bought: bool | None = Field(None, description="leave out items the shopper already bought (default: the config's)")
     explain: bool = True
 
     @model_validator(mode="after")
@@ -137,12 +138,25 @@ class ItemOut(BaseModel):
     attributes: dict[str, str] = Field(default_factory=dict)
 
 
+class ReasonOut(BaseModel):
+    """Why the recommender chose an item, from the shopper's history or co-occurrence data; every claim checked."""
+
+    kind: str = Field(description="bought_before | other_colour | like_purchase | popular | same_series | placed_together | "
+                                  "bought_together | category_pair | similar")
+    text: str
+    item_id: str | None = Field(None, description="the history item the reason points at")
+    day: str | None = Field(None, description="the day that item was bought (ISO)")
+    checked: bool = Field(True, description="every claim backed by the catalog and the purchase records")
+    problems: list[str] = Field(default_factory=list, description="claims that failed the check (the text was then replaced)")
+
+
 class HitOut(ItemOut):
     rank: int
     score: float
     dense: float = Field(description="similarity in the joint image-text space (the score before query facts are fused in)")
     matched: list[str] = Field(default_factory=list, description="query terms the item matches")
     because: str | None = Field(None, description="recommend: the history item it is most like")
+    reason: ReasonOut | None = Field(None, description="recommend / goes-with: the recommender's own reason")
     rationale: RationaleOut | None = None
 
 

@@ -168,7 +168,7 @@ class ABConfig:
     b: str = "tfidf"
     b_perturb: float = 0.0  # replace this share of B's results at random (B = A perturbed when b == a)
     models: dict[str, dict] = field(default_factory=dict)
-    mode: str = "item"
+    mode: str = "basket"
     k: int = 10
     sessions: int = 20000
     click: ClickModel = field(default_factory=ClickModel)
@@ -199,10 +199,10 @@ def _rankings(model, users: list[str], k: int, keys: np.ndarray, batch: int = 25
 
 def run_ab(catalog, cfg: ABConfig | None = None, data_path: str = "") -> dict[str, Any]:
     """Fit A and B on a leave-last-out split, rank the held-out shoppers, simulate sessions."""
-    from eval.rec_eval import DEFAULT_MODELS, RecEvalConfig, load_item_vectors
-    from eval.recommenders import Hybrid, ModelContext, TrainData, create_recommender
+    from eval.rec_eval import load_item_vectors
     from eval.splits import leave_last_out, purchases
-    from retrieval.catalog import product_text
+    from retrieval.recommenders import DEFAULT_MODELS, ModelContext, TrainData, create_recommender
+    from retrieval.recommenders.factory import needs_vectors
 
     cfg = cfg or ABConfig()
     t0 = time.time()
@@ -210,21 +210,16 @@ def run_ab(catalog, cfg: ABConfig | None = None, data_path: str = "") -> dict[st
     for name in (cfg.a, cfg.b):
         if name not in models:
             raise ValueError(f"unknown configuration {name!r}; known: {sorted(models)}")
-    needs_vectors = any(models[n].get("kind") == "content" or "content" in models[n].get("weights", {}) for n in (cfg.a, cfg.b))
-    vectors = load_item_vectors(catalog, RecEvalConfig(heads=cfg.heads, item_vectors=cfg.item_vectors, cache_dir=cfg.cache_dir)) if needs_vectors else None
-    ctx = ModelContext([product_text(p) for p in catalog.products], vectors)
+    vectors = (load_item_vectors(catalog, cfg.heads, cfg.item_vectors, cfg.cache_dir)
+               if any(needs_vectors(models, n) for n in (cfg.a, cfg.b)) else None)
+    ctx = ModelContext.from_catalog(catalog, vectors)
     split = leave_last_out(purchases(catalog), cfg.mode, cfg.min_train)
     data = TrainData.build(split.train, catalog.ids)
     users = split.users
     keys = M.tie_keys(len(catalog), cfg.seed)
 
     def build(name: str):
-        spec = dict(models[name])
-        kind = spec.pop("kind", name)
-        if kind == "hybrid":
-            weights = spec.pop("weights")
-            return Hybrid({c: build(c) for c in weights}, weights)
-        return create_recommender(kind, ctx, **spec)
+        return create_recommender(name, models, ctx)
 
     ranks = {}
     for arm, name in (("a", cfg.a), ("b", cfg.b)):

@@ -27,17 +27,22 @@ def register(subparsers) -> None:
     ev = subparsers.add_parser("eval", help="offline evaluations (recommendation, retrieval, explanations, A/B simulation)")
     sub = ev.add_subparsers(dest="evaluation", required=True, metavar="EVALUATION")
 
-    p = sub.add_parser("rec", help="recommendation models by temporal leave-one-out, with and without already-bought items")
+    p = sub.add_parser("rec", help="the recommend: section's models (the served one included) on leak-free, weekly and item splits")
     _common(p)
-    p.add_argument("--modes", nargs="+", choices=["item", "basket"], help="split modes (default both)")
+    p.add_argument("--recommend-config", help="YAML whose recommend: section is evaluated (the serve config: configs/hm.yaml)")
+    p.add_argument("--modes", nargs="+", choices=["basket", "week", "item"], help="split modes (default all three)")
+    p.add_argument("--weeks", type=int, help="week protocol: how many weekly cuts to pool")
     p.add_argument("--exclude-bought", choices=["both", "yes", "no"], help="which tables (default both)")
-    p.add_argument("--models", nargs="+", help="only these model names (of the config's models)")
-    p.add_argument("--heads", help="lit heads folder: item vectors for the content model")
-    p.add_argument("--item-vectors", help=".npy item vectors in catalog order (or with FILE.ids.txt) for the content model")
-    p.add_argument("--cache-dir", help="tower feature cache (default var/cache/features)")
-    p.add_argument("--max-users", type=int, help="evaluate a seeded sample of shoppers (quick runs)")
-    p.add_argument("--hybrid-step", type=float, help="simplex grid step for the hybrid weights")
+    p.add_argument("--models", nargs="+", help="only these model names (of the recommend: section)")
+    p.add_argument("--item-vectors", help="override recommend.item_vectors: index | towers | none | FILE.npy")
+    p.add_argument("--max-users", type=int, help="evaluate a seeded sample of shoppers per split (quick runs)")
     p.set_defaults(func=_eval, evaluation="rec")
+
+    p = sub.add_parser("goes-with", help="'goes well with' by leave-one-room-out (or leave-one-basket-item-out) hit@k per method")
+    _common(p)
+    p.add_argument("--sets", help="co-occurrence sets CSV (rooms.csv: product_ids |-joined, room_category); default: purchase baskets")
+    p.add_argument("--max-sets", type=int, help="a seeded sample of sets (quick runs)")
+    p.set_defaults(func=_eval, evaluation="goes-with")
 
     p = sub.add_parser("retrieval", help="text->image, image->text, image->image R@K and MRR of an encoder")
     _common(p)
@@ -95,9 +100,12 @@ def _overrides(args) -> dict:
     name = args.evaluation
     o = {"bootstrap": args.bootstrap, "seed": args.seed}
     if name == "rec":
-        o.update(modes=args.modes, heads=args.heads, item_vectors=args.item_vectors, max_users=args.max_users, cache_dir=args.cache_dir)
+        o.update(modes=args.modes, weeks=args.weeks, recommend_config=args.recommend_config, models=args.models,
+                 item_vectors=args.item_vectors, max_users=args.max_users)
         if args.exclude_bought:
             o["exclude_bought"] = {"both": [False, True], "yes": [True], "no": [False]}[args.exclude_bought]
+    elif name == "goes-with":
+        o.update(sets=args.sets, max_sets=args.max_sets)
     elif name == "retrieval":
         o.update(heads=args.heads, gallery=args.gallery, queries=args.queries, max_queries=args.max_queries, cache_dir=args.cache_dir)
     elif name == "explain":
@@ -124,14 +132,6 @@ def _eval(args) -> int:
     cfg = section(raw, ev.section, ev.config_cls, **_overrides(args))
     if ev.name == "explain" and args.no_grounding:
         cfg.checker = None
-    if ev.name == "rec":
-        if args.models:
-            unknown = set(args.models) - set(cfg.models)
-            if unknown:
-                raise ValueError(f"unknown model(s) {sorted(unknown)}; the config has {sorted(cfg.models)}")
-            cfg.models = {k: v for k, v in cfg.models.items() if k in args.models}
-        if args.hybrid_step is not None and cfg.hybrid is not None:
-            cfg.hybrid.step = args.hybrid_step
     t0 = time.time()
     result = ev.run(args.data, cfg)
     wall = time.time() - t0

@@ -1,13 +1,14 @@
-"""`whyrec eval rec`: offline recommendation evaluation by temporal leave-one-out.
+"""`whyrec eval rec`: offline evaluation of the recommenders the service can serve, by name.
 
-For each split mode (last item, last-day basket) every model scores the whole catalog for each
-held-out shopper; metrics come from exact ranks, each with a bootstrap interval, in two tables:
-with the shopper's already-bought items left in the ranking, and with them removed (a removed
-test item counts as a miss: the population is the same in both tables, so they compare). Slices
-show where models differ: few purchases, cold test items, repeat purchases, other colours of a
-bought product, items without text. The hybrid's weights are chosen on a validation split (the
-same leave-one-out applied to the training rows) separately for each table, and the hybrid is
-compared to each single model by a paired bootstrap of the NDCG@10 difference.
+The models come from a `recommend:` config section (retrieval.recommenders.factory), built by the
+same factory the service uses, so the served model (`recommend.model`) is measured exactly as
+served. For each split (eval.splits: `basket` leak-free headline, `week` the H&M competition's
+protocol, `item` the leaky comparison) every model scores the whole catalog for each held-out
+shopper; metrics come from exact ranks, in two tables: with the shopper's already-bought items
+left in the ranking, and with them removed (a removed test item counts as a miss, so the tables
+compare). Each model is compared with the best single model of its table by a paired bootstrap
+(difference and ratio of mean NDCG@10). For the learned ranker: candidate recall per source,
+training time and feature importance.
 """
 from __future__ import annotations
 
@@ -18,23 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from eval import metrics as M
-from eval.recommenders import (Hybrid, ModelContext, Recommender, TrainData, blend, create_recommender, select_weights,
-                               standardise)
-from eval.splits import Split, leave_last_out, purchases, validation_split
-from retrieval.catalog import Catalog, product_text
+from eval.splits import PROTOCOL, Split, make_splits, purchases
+from retrieval.catalog import Catalog
+from retrieval.config import load_yaml, section
+from retrieval.recommenders import Ranker, RecommendConfig, TrainData, create_recommender, drop_unbuildable
+from retrieval.recommenders.factory import DEFAULT_MODELS, SIMPLE_KINDS
+from retrieval.recommenders.serve import load_context
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS: dict[str, dict[str, Any]] = {
-    "popularity": {"kind": "popularity"},
-    "pop_recent": {"kind": "popularity", "window_days": 28},
-    "repeat": {"kind": "repeat"},
-    "tfidf": {"kind": "tfidf"},
-    "bpr": {"kind": "bpr"},
-    "content": {"kind": "content"},
-}
 TABLES = {False: "with_bought", True: "without_bought"}
 SLICES = ("all", "few_purchases", "cold_item", "repeat", "novel", "other_colour", "no_text")
 SLICE_HELP = {
@@ -46,64 +42,87 @@ SLICE_HELP = {
     "other_colour": "a test item not bought before whose product (group_id) the shopper bought in another colour",
     "no_text": "a test item without a description",
 }
-
-
-@dataclass
-class HybridConfig:
-    components: list[str] = field(default_factory=lambda: ["content", "tfidf", "bpr", "repeat", "pop_recent"])
-    search: str = "coordinate"  # coordinate (one weight at a time over `values`) | simplex (grid at `step`)
-    values: list[float] = field(default_factory=lambda: [0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0])
-    step: float = 0.2  # simplex grid step of the weights
-    metric_k: int = 10  # weights maximise validation NDCG@k
+MAIN_COLUMNS = ("recall@10", "ndcg@10", "map@12", "auc")
 
 
 @dataclass
 class RecEvalConfig:
-    """`eval_rec:` section."""
+    """`eval_rec:` section. The models are those of `recommend_config`'s `recommend:` section."""
 
-    modes: list[str] = field(default_factory=lambda: ["item", "basket"])
+    recommend_config: str | None = None  # YAML with the served `recommend:` section (None: built-in defaults)
+    recommend: dict | None = None  # keys laid over that section (ablations: recommend.models.tfidf.half_life_days)
+    models: list[str] | None = None  # evaluate only these model names (None: all)
+    item_vectors: str | None = None  # override recommend.item_vectors (index | towers | FILE.npy | none)
+    modes: list[str] = field(default_factory=lambda: ["basket", "week", "item"])
+    weeks: int = 4  # week protocol: consecutive weekly cuts, pooled
     exclude_bought: list[bool] = field(default_factory=lambda: [False, True])
-    models: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MODELS.items()})
-    hybrid: HybridConfig | None = field(default_factory=HybridConfig)
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50])
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 20, 50, 100])
+    candidate_ks: list[int] = field(default_factory=lambda: [10, 50])
     few_purchases: int = 3
     min_train: int = 1
-    max_users: int | None = None  # evaluate a seeded sample of shoppers (quick runs)
+    max_users: int | None = None  # evaluate a seeded sample of shoppers per split (quick runs)
     bootstrap: int = 1000
     sampled_negatives: int = 100  # the sampled-AUC variant
     latency_users: int = 30  # shoppers scored one at a time to time each model
     seed: int = 0
-    # content model item vectors: a heads folder (LitEncoder) or a .npy matrix in catalog order
-    heads: str | None = None
-    item_vectors: str | None = None
-    item_vector_mode: str = "fusion"
-    image_weight: float = 0.5
-    cache_dir: str = "var/cache/features"
     threads: int = 1
 
     def __post_init__(self):
-        if not self.modes or set(self.modes) - {"item", "basket"}:
-            raise ValueError("eval_rec.modes must be a non-empty subset of [item, basket]")
+        if not self.modes or set(self.modes) - {"item", "basket", "week"}:
+            raise ValueError("eval_rec.modes must be a non-empty subset of [basket, week, item]")
         if 10 not in self.ks:
             self.ks = sorted(set(self.ks) | {10})
-        if isinstance(self.hybrid, dict):
-            from retrieval.config import from_dict
-
-            self.hybrid = from_dict(HybridConfig, self.hybrid, "eval_rec.hybrid")
 
 
-# ----------------------------------------------------------------------------- item vectors
-def load_item_vectors(catalog: Catalog, cfg: RecEvalConfig) -> np.ndarray | None:
-    """Item vectors for the content model, in catalog order (None: the content model is skipped)."""
-    if cfg.item_vectors:
-        path = Path(cfg.item_vectors)
+def recommend_section(cfg: RecEvalConfig) -> RecommendConfig:
+    """The `recommend:` section evaluated (the served one when `recommend_config` names the serve YAML):
+    defaults, replaced key by key by the file's section, then `cfg.recommend` laid over it key by key."""
+    raw = load_yaml(cfg.recommend_config) if cfg.recommend_config else {}
+    data = {"models": {k: dict(v) for k, v in DEFAULT_MODELS.items()}}
+    data.update(raw.get("recommend") or {})
+    data = _deep_update(data, cfg.recommend or {})
+    if not cfg.recommend_config and data.get("item_vectors", "index") == "index" and cfg.item_vectors is None:
+        log.warning("no serve config (recommend_config): no index for the content model; it is left out")
+        data["item_vectors"] = None
+    rc = section({"recommend": data}, "recommend", RecommendConfig)
+    if cfg.item_vectors is not None:
+        rc.item_vectors = None if cfg.item_vectors in ("none", "null", "") else cfg.item_vectors
+    return rc
+
+
+def _deep_update(base: dict, over: dict) -> dict:
+    for k, v in over.items():
+        base[k] = _deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base
+
+
+def serving_index(cfg: RecEvalConfig, rc: RecommendConfig):
+    """The serving config's index (for item_vectors: index), or None."""
+    if rc.item_vectors != "index":
+        return None
+    if not cfg.recommend_config:
+        raise ValueError("recommend.item_vectors is 'index': give recommend_config (the serve YAML with an index: section) "
+                         "or item_vectors towers|none|FILE.npy")
+    from retrieval.index import VectorIndex
+    from retrieval.search import IndexConfig
+
+    icfg = section(load_yaml(cfg.recommend_config), "index", IndexConfig)
+    if not Path(icfg.dir).exists():
+        raise FileNotFoundError(f"index {icfg.dir} (from {cfg.recommend_config}) not found; build it or set item_vectors")
+    return VectorIndex.load(icfg.dir, icfg.params)
+
+
+def load_item_vectors(catalog: Catalog, heads: str | None = None, item_vectors: str | None = None,
+                      cache_dir: str = "var/cache/features", mode: str = "fusion", image_weight: float = 0.5) -> np.ndarray | None:
+    """Item vectors in catalog order from a .npy file (with FILE.ids.txt to align) or lit heads (None: neither)."""
+    if item_vectors:
+        path = Path(item_vectors)
         if not path.exists():
             raise FileNotFoundError(f"item vectors {path} not found")
         vecs = np.load(path)
         ids_file = path.with_suffix(".ids.txt")
         if ids_file.exists():
-            ids = ids_file.read_text().split()
-            pos = {x: i for i, x in enumerate(ids)}
+            pos = {x: i for i, x in enumerate(ids_file.read_text().split())}
             missing = [x for x in catalog.ids if x not in pos]
             if missing:
                 raise ValueError(f"{ids_file} lacks {len(missing)} catalog items (e.g. {missing[0]})")
@@ -111,18 +130,23 @@ def load_item_vectors(catalog: Catalog, cfg: RecEvalConfig) -> np.ndarray | None
         if len(vecs) != len(catalog):
             raise ValueError(f"{path}: {len(vecs)} vectors for {len(catalog)} items (add {ids_file.name} to align them)")
         return np.asarray(vecs, np.float32)
-    if cfg.heads:
-        from retrieval.encoders.base import ItemVectorConfig, item_vectors
+    if heads:
+        from retrieval.encoders.base import ItemVectorConfig, item_vectors as encode_items
         from retrieval.encoders.lit import LitEncoder
 
-        enc = LitEncoder(cfg.heads, cache_dir=cfg.cache_dir, threads=max(1, cfg.threads))
-        return item_vectors(enc, catalog, ItemVectorConfig(cfg.item_vector_mode, cfg.image_weight))
+        return encode_items(LitEncoder(heads, cache_dir=cache_dir, threads=1), catalog, ItemVectorConfig(mode, image_weight))
     return None
 
 
-# ----------------------------------------------------------------------------- slices
+# ----------------------------------------------------------------------------- metrics
+def map_at_k(ranks: list[float], n_relevant: int, k: int = 12) -> float:
+    """The H&M competition's MAP@k for one shopper: precision at each hit within k, over min(relevant, k)."""
+    hits = [r for r in sorted(ranks) if r <= k]
+    return sum((i + 1) / r for i, r in enumerate(hits)) / min(n_relevant, k) if n_relevant else 0.0
+
+
 def slice_masks(catalog: Catalog, split: Split, data: TrainData, users: list[str], few: int) -> dict[str, np.ndarray]:
-    """Per-shopper membership of each slice (basket mode: a shopper is in a slice if any test item is)."""
+    """Per-shopper membership of each slice (a shopper is in a slice if any of their test items is)."""
     trained = set(data.rows_item.tolist())
     masks = {s: np.zeros(len(users), bool) for s in SLICES}
     for r, u in enumerate(users):
@@ -140,9 +164,8 @@ def slice_masks(catalog: Catalog, split: Split, data: TrainData, users: list[str
     return masks
 
 
-# ----------------------------------------------------------------------------- per-shopper metrics
 def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, excluded: np.ndarray | None,
-                     ks: list[int], n_neg: int, seed: int) -> tuple[list[str], np.ndarray]:
+                     ks: list[int], n_neg: int, seed: int, offset: int = 0) -> tuple[list[str], np.ndarray]:
     """(metric names, (shoppers, metrics) matrix) of one model's scores."""
     names: list[str] | None = None
     rows = []
@@ -150,8 +173,9 @@ def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, 
         ex = None if excluded is None else excluded[r]
         ranks, n_cand = M.ranks_of(S[r], t, keys, ex)
         vals = M.ranking_metrics(ranks, n_cand, ks)
+        vals["map@12"] = map_at_k(ranks, len(t), 12)
         # same negatives for every model (seeded by shopper row): a paired comparison
-        for name, v in M.sampled_metrics(S[r], t, keys, n_neg, np.random.default_rng([seed, r]), ex).items():
+        for name, v in M.sampled_metrics(S[r], t, keys, n_neg, np.random.default_rng([seed, offset + r]), ex).items():
             vals[f"{name}_sampled{n_neg}"] = v
         if names is None:
             names = list(vals)
@@ -159,8 +183,26 @@ def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, 
     return names or [], np.asarray(rows, np.float64)
 
 
-def _targets(split: Split, data: TrainData, users: list[str]) -> list[list[int]]:
-    return [[data.index[x] for x in split.test[u]] for u in users]
+def ratio_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int, alpha: float = 0.05) -> dict:
+    """mean(a) / mean(b) with a paired percentile bootstrap interval (same resampled shoppers)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    num, den = a[idx].mean(1), b[idx].mean(1)
+    ratios = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+    point = a.mean() / b.mean() if b.mean() > 0 else float("nan")
+    lo, hi = np.nanpercentile(ratios, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if np.isfinite(ratios).any() else (np.nan, np.nan)
+    return {"mean": float(point), "low": float(lo), "high": float(hi), "n": int(len(a))}
+
+
+def prediction_days(split: Split, users: list[str]) -> dict[str, float]:
+    """The day each shopper's recommendation is asked for: the week's first day, or the held-out basket's day."""
+    from retrieval.recommenders.data import to_days
+
+    if split.cut is not None:
+        d = float(to_days([split.cut + pd.Timedelta(days=1)])[0])
+        return {u: d for u in users}
+    days = to_days([split.test_time[u] for u in users])
+    return {u: float(d) for u, d in zip(users, days)}
 
 
 def _sample_users(users: list[str], n: int | None, seed: int) -> list[str]:
@@ -170,127 +212,134 @@ def _sample_users(users: list[str], n: int | None, seed: int) -> list[str]:
     return [users[i] for i in sorted(rng.choice(len(users), n, replace=False))]
 
 
-def _latency_ms(model: Recommender, users: list[str], n: int) -> list[float]:
+def _latency_ms(model, histories, n: int) -> list[float]:
     out = []
-    for u in users[:n]:
+    for h in histories[:n]:
         t = time.perf_counter()
-        model.score([u])
+        model.score_histories([h])
         out.append((time.perf_counter() - t) * 1000)
     return out
 
 
+def candidate_recall(ranker: Ranker, histories, targets: list[list[int]], ks: list[int]) -> dict:
+    """Share of held-out items among each source's top-K (its configured K and `ks`), and the union's."""
+    cands = ranker.candidates(histories)
+    out: dict[str, dict[str, float]] = {}
+    for src, n in ranker.n_cand.items():
+        row = {}
+        for k in sorted({k for k in ks if k < n} | {n}):
+            row[f"recall@{k}"] = float(np.mean([len(set(c[src][:k].tolist()) & set(t)) / len(t) for c, t in zip(cands, targets)]))
+        out[src] = row
+    union = [set(np.concatenate(list(c.values())).tolist()) for c in cands]
+    out["union"] = {"recall": float(np.mean([len(u & set(t)) / len(t) for u, t in zip(union, targets)])),
+                    "mean_candidates": float(np.mean([len(u) for u in union]))}
+    return out
+
+
 # ----------------------------------------------------------------------------- the evaluation
-def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, data_path: str = "") -> dict:
-    """Run every model on every split mode; return tables (JSON-ready) with intervals and timings."""
+def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, data_path: str = "",
+                          rc: RecommendConfig | None = None, index=None) -> dict:
+    """Every model of the `recommend:` section on every split; tables (JSON-ready) with intervals."""
     cfg = cfg or RecEvalConfig()
+    rc = rc or recommend_section(cfg)
     t_all = time.time()
-    frame = purchases(catalog)
+    frame = purchases(catalog, rc.merge_same_day)
     if frame.empty:
         raise ValueError("the catalog has no purchases to evaluate recommendations on")
     t = time.time()
-    vectors = load_item_vectors(catalog, cfg)
+    if index is None:
+        index = serving_index(cfg, rc)
+    ctx = load_context(catalog, rc, index)
     vectors_s = round(time.time() - t, 1)
-    ctx = ModelContext([product_text(p) for p in catalog.products], vectors)
-    model_specs = dict(cfg.models)
-    if vectors is None and any(s.get("kind") == "content" for s in model_specs.values()):
-        log.warning("no item vectors (--heads / --item-vectors): the content model is skipped")
-        model_specs = {k: v for k, v in model_specs.items() if v.get("kind") != "content"}
+    specs = drop_unbuildable(rc.models, ctx)
+    names = [n for n in (cfg.models or list(rc.models)) if n in specs]
+    unknown = set(cfg.models or []) - set(rc.models)
+    if unknown:
+        raise ValueError(f"unknown model(s) {sorted(unknown)}; the config has {sorted(rc.models)}")
+    if not names:
+        raise ValueError("no model to evaluate (content models need item vectors)")
+    single = [n for n in names if specs[n].get("kind", n) in SIMPLE_KINDS]
     keys = M.tie_keys(len(catalog), cfg.seed)
-    result: dict[str, Any] = {"data": data_path, "items": len(catalog), "purchases": len(frame), "item_vectors_s": vectors_s,
-                              "config": asdict(cfg), "slices": SLICE_HELP, "modes": {}}
+    result: dict[str, Any] = {"data": data_path, "items": len(catalog), "purchases_merged": len(frame),
+                              "purchase_lines": len(catalog.interactions), "served_model": rc.model, "item_vectors": rc.item_vectors,
+                              "item_vectors_s": vectors_s, "config": asdict(cfg), "recommend": asdict(rc), "slices": SLICE_HELP,
+                              "modes": {}}
     for mode in cfg.modes:
         t_mode = time.time()
-        split = leave_last_out(frame, mode, cfg.min_train)
-        users = _sample_users(split.users, cfg.max_users, cfg.seed)
-        data = TrainData.build(split.train, catalog.ids)
-        targets = _targets(split, data, users)
-        scores: dict[str, np.ndarray] = {}
-        fitted: dict[str, Recommender] = {}
-        timing: dict[str, dict] = {}
-        for name, spec in model_specs.items():
-            spec = dict(spec)
-            kind = spec.pop("kind", name)
-            t = time.time()
-            model = create_recommender(kind, ctx, **spec).fit(data)
-            t_fit = time.time() - t
-            t = time.time()
-            scores[name] = model.score(users)
-            timing[name] = {"fit_s": round(t_fit, 2), "score_all_s": round(time.time() - t, 2),
-                            "latency_ms": _latency_ms(model, users, cfg.latency_users)}
-            fitted[name] = model
-            log.info("%s/%s: fit %.1fs, scored %d shoppers in %.1fs", mode, name, t_fit, len(users), timing[name]["score_all_s"])
-
-        weights: dict[bool, dict] = {}
-        hybrid_info: dict[str, Any] = {}
-        comps = [c for c in (cfg.hybrid.components if cfg.hybrid else []) if c in model_specs]
-        if cfg.hybrid and len(comps) >= 2:
-            t = time.time()
-            val = validation_split(split, cfg.min_train)
-            vusers = _sample_users(val.users, cfg.max_users, cfg.seed + 1)
-            vdata = TrainData.build(val.train, catalog.ids)
-            vtargets = _targets(val, vdata, vusers)
-            vstd = {}
-            for c in comps:
-                spec = dict(model_specs[c])
-                kind = spec.pop("kind", c)
-                vstd[c] = standardise(create_recommender(kind, ctx, **spec).fit(vdata).score(vusers))
-            for excl in cfg.exclude_bought:
-                w, grid = select_weights(vstd, vtargets, keys, vdata.bought_mask(vusers) if excl else None, cfg.hybrid.step,
-                                         cfg.hybrid.metric_k, cfg.hybrid.search, cfg.hybrid.values)
-                weights[excl] = w
-                hybrid_info[TABLES[excl]] = {"weights": w, "validation_ndcg": max(g[f"ndcg@{cfg.hybrid.metric_k}"] for g in grid),
-                                             "grid": grid}
-            del vstd
-            hybrid_info["select_s"] = round(time.time() - t, 1)
-            hybrid_info["validation_users"] = len(vusers)
-            test_std = {c: standardise(scores[c]) for c in comps}
-        elif cfg.hybrid:
-            log.warning("hybrid needs at least two of its components %s among the models; skipped", cfg.hybrid.components)
-
-        masks = slice_masks(catalog, split, data, users, cfg.few_purchases)
-        tables = {}
-        for excl in cfg.exclude_bought:
-            excluded = data.bought_mask(users) if excl else None
-            model_scores = dict(scores)
-            if excl in weights:
+        splits = make_splits(frame, mode, cfg.min_train, cfg.weeks)
+        per_model: dict[bool, dict[str, list[np.ndarray]]] = {e: {n: [] for n in names} for e in cfg.exclude_bought}
+        masks_parts: list[dict[str, np.ndarray]] = []
+        timing: dict[str, dict] = {n: {"fit_s": 0.0, "score_all_s": 0.0, "latency_ms": []} for n in names}
+        ranker_info: dict[str, Any] = {}
+        metric_names: list[str] = []
+        n_users = n_items = offset = 0
+        for si, split in enumerate(splits):
+            users = _sample_users(split.users, cfg.max_users, cfg.seed + si)
+            if not users:
+                continue
+            data = TrainData.build(split.train, catalog.ids)
+            hists = data.histories(users, prediction_days(split, users))
+            targets = [[data.index[x] for x in split.test[u]] for u in users]
+            n_users += len(users)
+            n_items += sum(len(t) for t in targets)
+            masks_parts.append(slice_masks(catalog, split, data, users, cfg.few_purchases))
+            excluded = {e: (data.bought_mask(users) if e else None) for e in cfg.exclude_bought}
+            for name in names:
                 t = time.time()
-                model_scores["hybrid"] = blend(test_std, weights[excl])
-                hyb = Hybrid(fitted, weights[excl])
-                timing.setdefault("hybrid", {"fit_s": round(hybrid_info["select_s"], 2)})
-                timing["hybrid"]["score_all_s"] = round(time.time() - t + sum(timing[c]["score_all_s"] for c in comps), 2)
-                timing["hybrid"]["latency_ms"] = _latency_ms(hyb, users, cfg.latency_users)
-            per_model = {}
-            names: list[str] = []
-            for name, S in model_scores.items():
-                names, per_model[name] = per_user_metrics(S, targets, keys, excluded, cfg.ks, cfg.sampled_negatives, cfg.seed)
+                model = create_recommender(name, specs, ctx).fit(data)
+                timing[name]["fit_s"] += time.time() - t
+                t = time.time()
+                S = model.score_histories(hists)
+                timing[name]["score_all_s"] += time.time() - t
+                if si == 0:
+                    timing[name]["latency_ms"] = _latency_ms(model, hists, cfg.latency_users)
+                for e in cfg.exclude_bought:
+                    metric_names, vals = per_user_metrics(S, targets, keys, excluded[e], cfg.ks, cfg.sampled_negatives, cfg.seed, offset)
+                    per_model[e][name].append(vals)
+                if isinstance(model, Ranker):
+                    info = ranker_info.setdefault(name, {"splits": []})
+                    info["splits"].append({"split": split.name, **model.info,
+                                           "candidate_recall": candidate_recall(model, hists, targets, cfg.candidate_ks)})
+                log.info("%s/%s/%s: fit %.1fs", mode, split.name, name, timing[name]["fit_s"])
+                del S
+            offset += len(users)
+        if not n_users:
+            log.warning("split %s has no shopper to evaluate", mode)
+            continue
+        masks = {s: np.concatenate([m[s] for m in masks_parts]) for s in SLICES}
+        tables = {}
+        for e in cfg.exclude_bought:
+            vals = {n: np.concatenate(v) for n, v in per_model[e].items()}
+            j = metric_names.index("ndcg@10")
             table: dict[str, Any] = {"slices": {}}
             for s, mask in masks.items():
                 entry = {"n": int(mask.sum()), "models": {}}
-                for name, vals in per_model.items():
-                    ests = M.bootstrap_columns(vals[mask], cfg.bootstrap, seed=cfg.seed)
-                    entry["models"][name] = {n: e.to_dict() for n, e in zip(names, ests)}
+                for name, v in vals.items():
+                    ests = M.bootstrap_columns(v[mask], cfg.bootstrap, seed=cfg.seed)
+                    entry["models"][name] = {n: est.to_dict() for n, est in zip(metric_names, ests)}
                 table["slices"][s] = entry
-            if "hybrid" in per_model:
-                j = names.index("ndcg@10")
-                table["hybrid_vs"] = {
-                    name: M.paired_bootstrap_diff(per_model["hybrid"][:, j], vals[:, j], cfg.bootstrap, seed=cfg.seed).to_dict()
-                    for name, vals in per_model.items() if name != "hybrid"}
-            tables[TABLES[excl]] = table
-        for name in timing:
-            lat = timing[name].get("latency_ms", [])
-            timing[name]["latency_p50_ms"] = round(float(np.percentile(lat, 50)), 2) if lat else None
-        result["modes"][mode] = {"split": {**split.summary(), "evaluated_users": len(users),
-                                           "evaluated_test_items": sum(len(t) for t in targets)}, "timings": timing,
-                                 "hybrid": hybrid_info, "tables": tables, "wall_s": round(time.time() - t_mode, 1)}
-        del scores
+            if single:
+                best = max(single, key=lambda n: vals[n][:, j].mean())
+                table["best_single"] = best
+                table["vs_best"] = {n: {"difference": M.paired_bootstrap_diff(vals[n][:, j], vals[best][:, j], cfg.bootstrap,
+                                                                              seed=cfg.seed).to_dict(),
+                                        "ratio": ratio_bootstrap(vals[n][:, j], vals[best][:, j], cfg.bootstrap, cfg.seed)}
+                                    for n in names if n != best}
+            tables[TABLES[e]] = table
+        for name, tm in timing.items():
+            lat = tm["latency_ms"]
+            tm["fit_s"], tm["score_all_s"] = round(tm["fit_s"], 2), round(tm["score_all_s"], 2)
+            tm["latency_p50_ms"] = round(float(np.percentile(lat, 50)), 2) if lat else None
+            tm["latency_p99_ms"] = round(float(np.percentile(lat, 99)), 2) if lat else None
+        result["modes"][mode] = {"split": {"mode": mode, "protocol": PROTOCOL[mode], "splits": [s.summary() for s in splits],
+                                           "evaluated_users": n_users, "evaluated_test_items": n_items,
+                                           "skipped_users": sum(s.skipped_users for s in splits)},
+                                 "timings": timing, "ranker": ranker_info, "tables": tables, "wall_s": round(time.time() - t_mode, 1)}
     result["wall_s"] = round(time.time() - t_all, 1)
     return result
 
 
 # ----------------------------------------------------------------------------- Markdown
-MAIN_COLUMNS = ("recall@10", "ndcg@10", "mrr", "auc")
-
-
 def _fmt(e: dict, digits: int = 3) -> str:
     if e["n"] == 0 or e["mean"] != e["mean"]:
         return "-"
@@ -298,44 +347,47 @@ def _fmt(e: dict, digits: int = 3) -> str:
 
 
 def rec_markdown(result: dict) -> str:
-    """The tables of `evaluate_recommenders` as Markdown (main metrics, slices, hybrid differences)."""
+    """The tables of `evaluate_recommenders` as Markdown (main metrics, comparison with the best single model, slices)."""
+    served = result.get("served_model")
     out = [f"# Recommendation evaluation: {result.get('data', '')}", "",
-           f"{result['items']} items, {result['purchases']} purchases. Bootstrap 95% intervals in brackets; "
-           "Metrics rank the test item against the full catalog; `*_sampledN` against N random negatives instead "
-           "(uniform sampled AUC estimates the full AUC; sampled hit/NDCG are inflated and shown only for comparison with papers "
-           "that use them).", ""]
+           f"{result['items']} items, {result['purchase_lines']} purchase lines ({result['purchases_merged']} after merging "
+           f"same-day units). Served model: `{served}`. Item vectors: {result.get('item_vectors')}. Bootstrap 95% intervals in "
+           "brackets; metrics rank the test items against the full catalog.", ""]
     for mode, res in result["modes"].items():
         sp = res["split"]
-        out += [f"## Split `{mode}`: {sp['evaluated_users']} shoppers, {sp['evaluated_test_items']} test items "
-                f"({sp['skipped_users']} shoppers without training history skipped); {res['wall_s']} s", ""]
+        out += [f"## Split `{mode}`: {sp['protocol']}", "",
+                f"{sp['evaluated_users']} shopper(-week)s, {sp['evaluated_test_items']} test items ({sp['skipped_users']} without "
+                f"training history skipped); {res['wall_s']} s", ""]
         for tname, table in res["tables"].items():
             allrows = table["slices"]["all"]["models"]
-            models = list(allrows)
-            ns = [c for c in next(iter(allrows.values())) if "_sampled" in c]
-            cols = list(MAIN_COLUMNS) + ns
-            w = res["hybrid"].get(tname, {}).get("weights")
-            out += [f"### {mode} / {tname.replace('_', ' ')}", ""]
-            if w:
-                out += ["hybrid weights (chosen on validation): " + ", ".join(f"{k} {v:g}" for k, v in w.items() if v), ""]
-            out += ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-            for mname in models:
-                out.append(f"| {mname} | " + " | ".join(_fmt(allrows[mname][c]) for c in cols) + " |")
+            best = table.get("best_single")
+            out += [f"### {mode} / {tname.replace('_', ' ')} (best single model: {best})", "",
+                    "| model | " + " | ".join(MAIN_COLUMNS) + " | NDCG@10 minus best | NDCG@10 / best |", "|---" * (len(MAIN_COLUMNS) + 3) + "|"]
+            for mname, mets in allrows.items():
+                vs = table.get("vs_best", {}).get(mname)
+                diff = _fmt(vs["difference"], 4) if vs else "-"
+                ratio = _fmt(vs["ratio"], 2) if vs else "-"
+                label = f"**{mname}** (served)" if mname == served else mname
+                out.append(f"| {label} | " + " | ".join(_fmt(mets[c]) for c in MAIN_COLUMNS) + f" | {diff} | {ratio} |")
             out += ["", "NDCG@10 by slice (n shoppers):", ""]
             slices = [s for s in table["slices"] if s != "all"]
-            out += ["| model | " + " | ".join(f"{s} ({table['slices'][s]['n']})" for s in slices) + " |",
-                    "|---" * (len(slices) + 1) + "|"]
-            for mname in models:
+            out += ["| model | " + " | ".join(f"{s} ({table['slices'][s]['n']})" for s in slices) + " |", "|---" * (len(slices) + 1) + "|"]
+            for mname in allrows:
                 out.append(f"| {mname} | " + " | ".join(_fmt(table['slices'][s]['models'][mname]['ndcg@10']) for s in slices) + " |")
-            if "hybrid_vs" in table:
-                out += ["", "hybrid minus model, NDCG@10 (paired bootstrap):", "",
-                        "| model | difference | hybrid better beyond the interval? |", "|---|---|---|"]
-                for mname, d in table["hybrid_vs"].items():
-                    out.append(f"| {mname} | {_fmt(d)} | {'yes' if d['low'] > 0 else 'no'} |")
             out.append("")
-        out += ["timings (s, and p50 ms to score one shopper over the whole catalog):", "",
-                "| model | fit | score all | latency p50 ms |", "|---|---|---|---|"]
+        for rname, info in res.get("ranker", {}).items():
+            out += [f"ranker `{rname}` per split: training time, candidate recall per source", ""]
+            for s in info["splits"]:
+                cr = s["candidate_recall"]
+                out.append(f"- {s['split']}: fit {s.get('fit_s')} s (LightGBM {s.get('lgbm_fit_s')} s, {s.get('train_groups')} groups), "
+                           f"union recall {cr['union']['recall']:.3f} of {cr['union']['mean_candidates']:.0f} candidates; "
+                           + "; ".join(f"{src} " + ", ".join(f"{k} {v:.3f}" for k, v in r.items()) for src, r in cr.items() if src != "union"))
+            imp = info["splits"][0].get("feature_importance_gain", {})
+            out += ["", "top features (gain): " + ", ".join(f"{k} {v:g}" for k, v in list(imp.items())[:12]), ""]
+        out += ["timings (s summed over the split's cuts; ms to score one shopper over the whole catalog):", "",
+                "| model | fit | score all | p50 ms | p99 ms |", "|---|---|---|---|---|"]
         for mname, t in res["timings"].items():
-            out.append(f"| {mname} | {t.get('fit_s')} | {t.get('score_all_s')} | {t.get('latency_p50_ms')} |")
+            out.append(f"| {mname} | {t.get('fit_s')} | {t.get('score_all_s')} | {t.get('latency_p50_ms')} | {t.get('latency_p99_ms')} |")
         out.append("")
     out.append(f"total wall time {result['wall_s']} s")
     return "\n".join(out) + "\n"

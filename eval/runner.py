@@ -17,6 +17,8 @@ import numpy as np
 from eval.ab import ABConfig, run_ab
 from eval.explain_eval import (DEFAULT_CHECKER, evaluate_explanations, explain_markdown, generate_explanations, load_checker,
                                read_jsonl, references_from_instructions)
+from eval.goes_with_eval import (GoesWithEvalConfig, evaluate_goes_with, goes_with_markdown, goes_with_metrics, goes_with_rows,
+                                 goes_with_summary)
 from eval.rec_eval import MAIN_COLUMNS, RecEvalConfig, evaluate_recommenders, rec_markdown
 from eval.retrieval_eval import RetrievalEvalConfig, evaluate_retrieval, held_out_ids, retrieval_markdown
 from retrieval.artifacts import atomic_write_json, atomic_write_text
@@ -154,8 +156,9 @@ def rec_metrics(result: dict) -> dict[str, float]:
                             out.update(_est_metrics(f"{mode}/{tname}/{model}/{m}", est, m in MAIN_COLUMNS))
                         elif m in ("recall@10", "ndcg@10"):
                             out[f"{mode}/{tname}/{s}/{model}/{m}"] = est["mean"]
-            for model, d in table.get("hybrid_vs", {}).items():
-                out.update(_est_metrics(f"{mode}/{tname}/hybrid_minus_{model}/ndcg@10", d))
+            for model, d in table.get("vs_best", {}).items():
+                out.update(_est_metrics(f"{mode}/{tname}/{model}_minus_best/ndcg@10", d["difference"]))
+                out.update(_est_metrics(f"{mode}/{tname}/{model}_over_best/ndcg@10", d["ratio"]))
         for model, t in res["timings"].items():
             for k in ("fit_s", "score_all_s", "latency_p50_ms"):
                 if t.get(k) is not None:
@@ -175,10 +178,12 @@ def rec_rows(result: dict) -> list[dict]:
 
 def rec_summary(result: dict) -> dict:
     """The printed JSON: main metrics per model and slice NDCG@10, weights, differences, timings."""
-    out = {"data": result["data"], "items": result["items"], "purchases": result["purchases"], "wall_s": result["wall_s"],
-           "item_vectors_s": result.get("item_vectors_s"), "modes": {}}
+    out = {"data": result["data"], "items": result["items"], "purchases_merged": result["purchases_merged"], "wall_s": result["wall_s"],
+           "served_model": result["served_model"], "item_vectors": result["item_vectors"], "modes": {}}
     for mode, res in result["modes"].items():
-        m: dict[str, Any] = {"split": res["split"], "wall_s": res["wall_s"], "tables": {},
+        m: dict[str, Any] = {"split": {k: v for k, v in res["split"].items() if k != "splits"}, "wall_s": res["wall_s"], "tables": {},
+                             "ranker": {n: [{k: s[k] for k in ("split", "fit_s", "lgbm_fit_s", "train_groups", "candidate_recall")}
+                                            for s in info["splits"]] for n, info in res.get("ranker", {}).items()},
                              "timings": {k: {kk: v for kk, v in t.items() if kk != "latency_ms"} for k, t in res["timings"].items()}}
         for tname, table in res["tables"].items():
             t = {"all": {model: {c: round(mets[c]["mean"], 4) for c in (*MAIN_COLUMNS, *[x for x in mets if "_sampled" in x])}
@@ -187,9 +192,10 @@ def rec_summary(result: dict) -> dict:
                                 for model, mets in table["slices"]["all"]["models"].items()},
                  "slices_ndcg@10": {s: {"n": e["n"], **{model: round(mets["ndcg@10"]["mean"], 4) for model, mets in e["models"].items()}}
                                     for s, e in table["slices"].items() if s != "all"}}
-            if "hybrid_vs" in table:
-                t["hybrid_minus_model_ndcg@10"] = {k: [round(d["mean"], 4), round(d["low"], 4), round(d["high"], 4)] for k, d in table["hybrid_vs"].items()}
-                t["hybrid_weights"] = res["hybrid"][tname]["weights"]
+            if "vs_best" in table:
+                t["best_single"] = table["best_single"]
+                t["minus_best_ndcg@10"] = {k: [round(d["difference"][x], 4) for x in ("mean", "low", "high")] for k, d in table["vs_best"].items()}
+                t["over_best_ndcg@10"] = {k: [round(d["ratio"][x], 3) for x in ("mean", "low", "high")] for k, d in table["vs_best"].items()}
             m["tables"][tname] = t
         out["modes"][mode] = m
     return out
@@ -324,6 +330,12 @@ def run_ab_eval(data: str, cfg: ABConfig) -> dict:
     return run_ab(load_catalog(data), cfg, str(data))
 
 
+def run_goes_with(data: str, cfg: GoesWithEvalConfig) -> dict:
+    from eval.data import load_catalog
+
+    return evaluate_goes_with(load_catalog(data), cfg, str(data))
+
+
 @dataclass
 class Evaluation:
     name: str
@@ -344,6 +356,8 @@ EVALUATIONS: dict[str, Evaluation] = {
     "explain": Evaluation("explain", "eval_explain", ExplainEvalConfig, run_explain, explain_metrics, explain_rows, explain_plots,
                           explain_markdown),
     "ab": Evaluation("ab", "eval_ab", ABConfig, run_ab_eval, ab_metrics, ab_rows, ab_plots, ab_markdown),
+    "goes-with": Evaluation("goes-with", "eval_goes_with", GoesWithEvalConfig, run_goes_with, goes_with_metrics, goes_with_rows,
+                            lambda result, out: [], goes_with_markdown, goes_with_summary),
 }
 
 

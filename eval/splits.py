@@ -1,18 +1,21 @@
-"""Temporal leave-one-out splits of a catalog's purchases, and the validation split inside them.
+"""Offline splits of a catalog's purchases. Every number `whyrec eval rec` prints names its split.
 
-`item` mode: each shopper's last purchase is the test item; everything before it trains.
-Purchases carry only a day, and many shoppers buy several items on one day, so "last" needs a
-deterministic tie-break: by day, then by position in the source file, then by item id. The
-same-day purchases before the test item stay in training: this is why a "repeat" baseline is so
-strong here (a shopper who buys two units of one item has the test item in their history).
+Purchases carry only a day, and one purchase line per unit: a shopper who buys two units of a
+top has two lines on one day. First, same-day lines of one item are merged into one purchase
+(`merge_same_day`), so a second unit is never taken for a re-buy.
 
-`basket` mode: the whole last-day basket (its distinct items) is held out, and training holds
-only earlier days: no same-day leakage, several relevant items per shopper.
+`basket` (leak-free, the headline): each shopper's whole last-day basket (its distinct items) is
+held out, and training holds only earlier days. Caveat of every per-shopper split: the global
+models still see other shoppers' purchases made after a given shopper's test day.
+`week` (the H&M competition's protocol, no leak at all): train on every purchase up to day T,
+predict each shopper's purchases in the next 7 days; evaluated for `weeks` consecutive cut days
+(T, T-7, ...), pooled as shopper-weeks, each week with its own training cut.
+`item` (kept for comparison; it leaks): the last purchase line is the test item (tie-break: day,
+file order, item id); same-day purchases before it stay in training, so a "repeat" model finds
+the test item in the history when the basket holds it.
 
-Shoppers with fewer than `min_train` training purchases are not evaluated (no history to
-personalise from); their purchases stay in training, since other shoppers' models learn from them.
-Note the usual caveat of per-shopper temporal splits: the global models still see other shoppers'
-purchases made after a given shopper's test day.
+Shoppers with fewer than `min_train` training purchases are not evaluated; their purchases stay
+in training, since other shoppers' models learn from them.
 """
 from __future__ import annotations
 
@@ -22,10 +25,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from retrieval.catalog import Catalog
+from retrieval.recommenders.data import chronological
 
 log = logging.getLogger(__name__)
 
-MODES = ("item", "basket")
+MODES = ("basket", "week", "item")
+PROTOCOL = {
+    "basket": "leak-free: each shopper's last-day basket held out, same-day lines merged, training = earlier days",
+    "week": "H&M competition: train up to day T, predict the next 7 days' purchases (pooled over weekly cuts)",
+    "item": "LEAKY (comparison only): last purchase line held out, same-day lines of that basket stay in training",
+}
 
 
 @dataclass
@@ -36,51 +45,30 @@ class Split:
     train: pd.DataFrame
     test: dict[str, list[str]]
     test_time: dict[str, pd.Timestamp] = field(default_factory=dict)
-    mode: str = "item"
+    mode: str = "basket"
     skipped_users: int = 0
+    name: str = ""
+    cut: pd.Timestamp | None = None  # week protocol: the last training day (predictions are for the days after it)
 
     @property
     def users(self) -> list[str]:
         return list(self.test)
 
     def summary(self) -> dict:
-        return {"mode": self.mode, "train_rows": len(self.train), "test_users": len(self.test),
-                "test_items": sum(len(v) for v in self.test.values()), "skipped_users": self.skipped_users}
+        return {"mode": self.mode, "name": self.name or self.mode, "protocol": PROTOCOL[self.mode], "train_rows": len(self.train),
+                "test_users": len(self.test), "test_items": sum(len(v) for v in self.test.values()),
+                "skipped_users": self.skipped_users}
 
 
-def purchases(catalog: Catalog) -> pd.DataFrame:
-    """The catalog's interactions as a frame with `order` = position in the source (file order)."""
-    frame = catalog.interactions_frame()
-    frame["order"] = range(len(frame))
-    unknown = ~frame["item"].isin(catalog.by_id)
-    if unknown.any():
-        log.warning("dropping %d interactions on items not in the catalog", int(unknown.sum()))
-        frame = frame[~unknown]
-    return frame.reset_index(drop=True)
+def purchases(catalog: Catalog, merge: bool = True) -> pd.DataFrame:
+    """The catalog's interactions with `order` = position in the source; same-day lines merged
+    (the frame the served recommender is fitted on)."""
+    from retrieval.recommenders.serve import purchases_frame
+
+    return purchases_frame(catalog, merge)
 
 
-def chronological(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows sorted by user, then day, then file order, then item id (the tie-break)."""
-    if "order" not in frame:
-        frame = frame.assign(order=range(len(frame)))
-    return frame.sort_values(["user", "timestamp", "order", "item"], kind="mergesort").reset_index(drop=True)
-
-
-def leave_last_out(frame: pd.DataFrame, mode: str = "item", min_train: int = 1) -> Split:
-    """Hold out each shopper's last purchase (`item`) or last-day basket (`basket`)."""
-    if mode not in MODES:
-        raise ValueError(f"split mode must be one of {MODES}, not {mode!r}")
-    if frame.empty:
-        raise ValueError("no purchases to split")
-    f = chronological(frame)
-    if mode == "item":
-        held = f.groupby("user").cumcount(ascending=False) == 0
-    else:
-        last_day = f.groupby("user")["timestamp"].transform("max")
-        held = f["timestamp"] == last_day
-    n_train = (~held).groupby(f["user"]).sum()
-    ok_users = set(n_train[n_train >= min_train].index)
-    evaluated = held & f["user"].isin(ok_users)
+def _collect(f: pd.DataFrame, evaluated: pd.Series) -> tuple[dict[str, list[str]], dict[str, pd.Timestamp]]:
     test: dict[str, list[str]] = {}
     test_time: dict[str, pd.Timestamp] = {}
     for user, item, ts in zip(f.loc[evaluated, "user"], f.loc[evaluated, "item"], f.loc[evaluated, "timestamp"]):
@@ -88,11 +76,56 @@ def leave_last_out(frame: pd.DataFrame, mode: str = "item", min_train: int = 1) 
         if item not in items:
             items.append(item)
         test_time[user] = ts
-    split = Split(f[~evaluated].reset_index(drop=True), test, test_time, mode, skipped_users=f["user"].nunique() - len(ok_users))
+    return test, test_time
+
+
+def leave_last_out(frame: pd.DataFrame, mode: str = "basket", min_train: int = 1) -> Split:
+    """Hold out each shopper's last purchase line (`item`) or last-day basket (`basket`)."""
+    if mode not in ("item", "basket"):
+        raise ValueError(f"leave-last-out mode must be item or basket, not {mode!r}")
+    if frame.empty:
+        raise ValueError("no purchases to split")
+    f = chronological(frame)
+    if mode == "item":
+        held = f.groupby("user").cumcount(ascending=False) == 0
+    else:
+        held = f["timestamp"] == f.groupby("user")["timestamp"].transform("max")
+    n_train = (~held).groupby(f["user"]).sum()
+    ok_users = set(n_train[n_train >= min_train].index)
+    evaluated = held & f["user"].isin(ok_users)
+    test, test_time = _collect(f, evaluated)
+    split = Split(f[~evaluated].reset_index(drop=True), test, test_time, mode,
+                  skipped_users=f["user"].nunique() - len(ok_users), name=mode)
     log.info("split %s", split.summary())
     return split
 
 
-def validation_split(split: Split, min_train: int = 1) -> Split:
-    """The same leave-last-out applied to a split's training rows (to choose weights without the test)."""
-    return leave_last_out(split.train, split.mode, min_train)
+def week_split(frame: pd.DataFrame, cut: pd.Timestamp, days: int = 7, min_train: int = 1) -> Split:
+    """Train on purchases up to and including day `cut`; test = each shopper's purchases in the next `days` days."""
+    if frame.empty:
+        raise ValueError("no purchases to split")
+    f = chronological(frame)
+    train = f[f["timestamp"] <= cut]
+    in_week = (f["timestamp"] > cut) & (f["timestamp"] <= cut + pd.Timedelta(days=days))
+    n_train = train.groupby("user").size()
+    ok_users = set(n_train[n_train >= min_train].index)
+    week_users = set(f.loc[in_week, "user"])
+    test, test_time = _collect(f, in_week & f["user"].isin(ok_users))
+    split = Split(train.reset_index(drop=True), test, test_time, "week", skipped_users=len(week_users - ok_users),
+                  name=f"week after {cut.date()}", cut=cut)
+    log.info("split %s", split.summary())
+    return split
+
+
+def weekly_splits(frame: pd.DataFrame, weeks: int = 4, days: int = 7, min_train: int = 1) -> list[Split]:
+    """`weeks` consecutive competition-style splits ending at the data's last day, latest first."""
+    if weeks < 1:
+        raise ValueError("weeks must be >= 1")
+    end = frame["timestamp"].max().floor("D")
+    return [week_split(frame, end - pd.Timedelta(days=days * (w + 1)), days, min_train) for w in range(weeks)]
+
+
+def make_splits(frame: pd.DataFrame, mode: str, min_train: int = 1, weeks: int = 4) -> list[Split]:
+    if mode not in MODES:
+        raise ValueError(f"split mode must be one of {MODES}, not {mode!r}")
+    return weekly_splits(frame, weeks, min_train=min_train) if mode == "week" else [leave_last_out(frame, mode, min_train)]

@@ -52,3 +52,23 @@ def users(limit: int | None = Query(None, ge=1, le=1000), engine: Engine = Depen
     ranked = sorted(histories(engine).items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
     last = last_purchase_dates(engine)
     return [UserOut(id=u, purchases=len(items), last=last.get(u)) for u, items in ranked]
+
+
+@router.get("/items/{item_id}/goes-with", response_model=ResultsOut, responses=NOT_FOUND,
+            summary="Items that go well with this one (learned from rooms, outfits or baskets), each with its reason")
+def goes_with(item_id: str, k: int | None = Query(None, ge=1, le=K_MAX), explain: bool = False,
+              engine: Engine = Depends(get_engine), settings: Settings = Depends(get_settings)) -> ResultsOut:
+    from api.schemas import ReasonOut
+    from retrieval.recommenders.serve import Recommendation
+
+    t0 = time.perf_counter()
+    product = product_or_404(engine, item_id)
+    if engine.goes_with is None:
+        raise HTTPException(404, "this catalog has no co-occurrence data (rooms, outfits or multi-item baskets) to learn from")
+    k = check_k(k, settings)
+    found = engine.goes_with.goes_with([item_id], k)
+    hits = [Recommendation(i, s, s, because=item_id) for i, s, _, _ in found]
+    out = results(engine, settings, hits, "", k, explain, t0, label=f"goes well with {product.title}")
+    for res, (_, _, kind, text) in zip(out.results, found):
+        res.reason = ReasonOut(kind=kind, text=text, item_id=item_id)
+    return out

@@ -53,9 +53,15 @@ def search_config(request, tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="session")
 def config_file(search_config, tmp_path_factory) -> Path:
-    """A whyrec YAML file: the search sections plus a serve: section (admin key set)."""
+    """A whyrec YAML file: the search sections, a serve: section (admin key set) and a recommend:
+    section serving the learned ranker (small, for the 176 demo purchases)."""
     path = tmp_path_factory.mktemp("api-config") / "whyrec.yaml"
-    cfg = {**search_config, "serve": {"admin_key": ADMIN_KEY, "default_k": 8, "explain_cache_size": 1024}}
+    recommend = {"model": "ranker", "exclude_bought": False, "item_vectors": "index",
+                 "models": {"repeat": {"kind": "repeat"}, "other_colours": {"kind": "other_colours"}, "tfidf": {"kind": "tfidf"},
+                            "pop_recent": {"kind": "popularity", "window_days": 28}, "content": {"kind": "content"},
+                            "ranker": {"kind": "ranker", "windows": 2, "lgbm": {"n_estimators": 50, "min_child_samples": 5},
+                                       "candidates": {"repeat": 20, "other_colours": 20, "tfidf": 30, "content": 30, "pop_recent": 20}}}}
+    cfg = {**search_config, "serve": {"admin_key": ADMIN_KEY, "default_k": 8, "explain_cache_size": 1024}, "recommend": recommend}
     path.write_text(yaml.safe_dump(cfg))
     return path
 

@@ -6,7 +6,7 @@ import yaml
 
 from api.cli import main
 from eval.ablate import AblationConfig, build_config, grid_points, run_ablation, set_dotted
-from eval.rec_eval import RecEvalConfig
+from eval.rec_eval import RecEvalConfig, recommend_section
 
 
 def test_grid_and_dotted_overrides():
@@ -15,9 +15,11 @@ def test_grid_and_dotted_overrides():
     d = {}
     set_dotted(d, "models.bpr.factors", 8)
     assert d == {"models": {"bpr": {"factors": 8}}}
-    cfg = build_config(RecEvalConfig, {"modes": ["item"]}, {"models.bpr.factors": 8, "hybrid.step": 0.5})
-    assert cfg.models["bpr"] == {"kind": "bpr", "factors": 8} and cfg.hybrid.step == 0.5 and cfg.modes == ["item"]
-    assert cfg.models["tfidf"] == {"kind": "tfidf"}  # untouched defaults stay
+    cfg = build_config(RecEvalConfig, {"modes": ["item"]}, {"recommend.models.bpr.factors": 8, "weeks": 2})
+    assert cfg.recommend == {"models": {"bpr": {"factors": 8}}} and cfg.weeks == 2 and cfg.modes == ["item"]
+    rc = recommend_section(cfg)
+    assert rc.models["bpr"] == {"kind": "bpr", "factors": 8}
+    assert rc.models["tfidf"] == {"kind": "tfidf"} and rc.model == "ranker"  # untouched defaults stay
     with pytest.raises(ValueError):
         build_config(RecEvalConfig, {"modez": ["item"]}, {})
     with pytest.raises(ValueError):
@@ -37,10 +39,11 @@ def test_ablation_logs_to_real_mlflow(tmp_path, synth_catalog):
         "name": "tiny-rec", "evaluation": "rec", "data": str(tmp_path / "cat"),
         "tracking_uri": f"sqlite:///{tmp_path}/ml/mlflow.db", "artifact_root": str(tmp_path / "ml" / "artifacts"),
         "out": str(tmp_path / "out"),
-        "base": {"modes": ["item"], "bootstrap": 50, "latency_users": 3,
-                 "models": {"popularity": {"kind": "popularity"}, "repeat": {"kind": "repeat"},
-                            "bpr": {"kind": "bpr", "factors": 4, "epochs": 2}},
-                 "hybrid": {"components": ["repeat", "bpr"], "step": 0.5}},
+        "base": {"modes": ["item"], "bootstrap": 50, "latency_users": 3, "models": ["popularity", "repeat", "bpr", "hybrid"],
+                 "recommend": {"model": "hybrid", "item_vectors": None,
+                               "models": {"popularity": {"kind": "popularity"}, "repeat": {"kind": "repeat"},
+                                          "bpr": {"kind": "bpr", "factors": 4, "iterations": 2},
+                                          "hybrid": {"kind": "hybrid", "weights": {"repeat": 1.0, "bpr": 0.5}}}}},
         "grid": {"exclude_bought": [[False], [True]]},
         "points": [{"seed": 0}],
     }}
@@ -56,7 +59,7 @@ def test_ablation_logs_to_real_mlflow(tmp_path, synth_catalog):
     assert {r.data.params["grid.exclude_bought"] for r in children} == {"[false]", "[true]"}
     for r in children:
         assert r.info.status == "FINISHED"
-        assert r.data.params["models.bpr.factors"] == "4"
+        assert r.data.params["recommend.models.bpr.factors"] == "4"
         m = r.data.metrics
         table = "without_bought" if r.data.params["grid.exclude_bought"] == "[true]" else "with_bought"
         assert 0 <= m[f"item/{table}/repeat/ndcg_at_10"] <= 1

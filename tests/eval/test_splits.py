@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from eval.data import load_catalog
-from eval.splits import leave_last_out, purchases, validation_split
+from eval.splits import leave_last_out, make_splits, purchases, week_split, weekly_splits
 from retrieval.catalog import Catalog, Interaction, Product
 
 D1, D2, D3 = pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-03")
@@ -35,21 +35,45 @@ def test_basket_mode_holds_out_whole_last_day():
     assert s.skipped_users == 1 and "c" in set(s.train.user)
 
 
-def test_min_train_and_validation():
+def test_min_train():
     f = frame([("a", "x", D1), ("a", "y", D2), ("a", "z", D3), ("b", "x", D1)])
     s = leave_last_out(f, "item", min_train=2)
     assert s.test == {"a": ["z"]} and s.skipped_users == 1
-    v = validation_split(s)
-    assert v.test == {"a": ["y"]}
-    assert set(v.train.item) == {"x"}  # a's x and b's x
     with pytest.raises(ValueError):
         leave_last_out(f, "session")
+    with pytest.raises(ValueError):
+        make_splits(f, "session")
+
+
+def test_week_split_trains_up_to_the_cut_and_predicts_the_next_seven_days():
+    day = lambda n: D1 + pd.Timedelta(days=n)  # noqa: E731
+    f = frame([("a", "x", day(0)), ("a", "y", day(10)), ("a", "z", day(17)), ("a", "w", day(18)),
+               ("b", "x", day(11)), ("c", "q", day(2)), ("d", "y", day(12))])
+    s = week_split(f, day(10))
+    # train = every purchase up to day 10, of every shopper; test = days 11..17 of shoppers with a history
+    assert set(s.train["item"]) == {"x", "y", "q"} and s.train["timestamp"].max() == day(10)
+    assert s.test == {"a": ["z"]} and s.skipped_users == 2  # b and d bought in the week without a history
+    assert s.cut == day(10) and s.summary()["protocol"].startswith("H&M")
+    weeks = weekly_splits(f, weeks=2)
+    assert [w.cut for w in weeks] == [day(11), day(4)]  # the data ends on day 18
+    assert weeks[0].test == {"a": ["z", "w"]} and weeks[0].skipped_users == 1  # d: no purchase up to day 11
+
+
+def test_purchases_merge_same_day_units():
+    f = frame([("a", "x", D1), ("a", "x", D1), ("a", "y", D1), ("a", "x", D2)])
+    from retrieval.recommenders import merge_same_day
+
+    m = merge_same_day(f)
+    assert len(m) == 3 and m["weight"].tolist() == [2.0, 1.0, 1.0]
+    # the leaky item split finds the second unit of x in training; the merged basket split does not leak it
+    assert leave_last_out(f.iloc[:3], "item").test == {"a": ["y"]}
+    assert leave_last_out(m, "basket").test == {"a": ["x"]} and list(leave_last_out(m, "basket").train["item"]) == ["x", "y"]
 
 
 def test_purchases_and_load_catalog(tmp_path, synth_catalog):
     synth_catalog.save(tmp_path / "cat")
     c = load_catalog(tmp_path / "cat")
-    f = purchases(c)
+    f = purchases(c, merge=False)
     assert list(f["order"]) == list(range(len(f)))
     assert len(f) == len(synth_catalog.interactions)
     with pytest.raises(FileNotFoundError):
@@ -69,3 +93,10 @@ def test_load_raw_hm_folder(tmp_path):
     c = load_catalog(raw, cache_dir=tmp_path / "cache")
     assert c.ids == ["0100000001", "0100000002"]
     assert leave_last_out(purchases(c)).test == {"c1": ["0100000002"]}
+
+
+def test_purchases_merges_by_default(tmp_path):
+    day = pd.Timestamp("2020-01-01")
+    c = Catalog([Product(id="x", title="x"), Product(id="y", title="y")],
+                [Interaction("a", "x", day, 1.0), Interaction("a", "x", day, 1.0), Interaction("a", "y", day, 1.0)])
+    assert len(purchases(c)) == 2 and len(purchases(c, merge=False)) == 3

@@ -1,0 +1,321 @@
+"""Recommenders that score the whole catalog for purchase histories.
+
+popularity  purchase counts, optionally only those in a window of days before "now" (the day the
+            recommendation is asked for, the shopper's last purchase, or the training data's last day)
+repeat      the shopper's own purchases first, most recent first, then popularity: fashion shoppers
+            re-buy, and a model that does not beat this is not worth serving
+tfidf       item-text kNN: an item scores the recency-weighted sum of its TF-IDF similarities to the
+            shopper's items, each history item keeping its `neighbours` nearest (scikit-learn)
+als / bpr   implicit-feedback matrix factorisation from the `implicit` library (CPU)
+content     the shopper's vector is the recency-weighted mean of their items' vectors (any encoder's
+            item vectors: the index's, `item_vectors(encoder, catalog)`, or test vectors)
+hybrid      a weighted sum of per-shopper standardised scores of other models (weights from config,
+            chosen offline by `whyrec eval rec` on a validation split)
+
+Every model returns a (histories x catalog items) float32 matrix; higher is better.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from retrieval.recommenders.data import History, TrainData, recency_weights
+
+log = logging.getLogger(__name__)
+
+
+class Recommender:
+    """fit on training purchases, then score histories over the whole catalog."""
+
+    kind = "base"
+
+    def fit(self, data: TrainData) -> "Recommender":
+        self.data = data
+        return self
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, users: Sequence[str]) -> np.ndarray:
+        """Scores for trained shoppers by id (their training histories)."""
+        return self.score_histories(self.data.histories(users))
+
+
+def _counts(data: TrainData) -> np.ndarray:
+    return np.bincount(data.rows_item, minlength=data.n_items).astype(np.float64)
+
+
+class Popularity(Recommender):
+    kind = "popularity"
+
+    ANCHORS = ("when", "user", "data")
+
+    def __init__(self, window_days: float | None = None, anchor: str = "when"):
+        if anchor not in self.ANCHORS:
+            raise ValueError(f"popularity anchor must be one of {self.ANCHORS}, not {anchor!r}")
+        self.window_days, self.anchor = window_days, anchor
+
+    def fit(self, data: TrainData) -> "Popularity":
+        self.data = data
+        self.counts = _counts(data)
+        self.base = (self.counts / (self.counts.max() + 1)).astype(np.float32) if len(self.counts) else self.counts
+        return self
+
+    def recent_counts(self, now: float | None) -> np.ndarray:
+        """Purchases per item in the `window_days` days before day `now`, `now` itself excluded."""
+        if self.window_days is None or now is None:
+            return self.counts
+        lo, hi = np.searchsorted(self.data.rows_day, [now - self.window_days, now], side="left")
+        return np.bincount(self.data.rows_item[lo:hi], minlength=self.data.n_items).astype(np.float64)
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        if self.window_days is None:
+            return np.tile(self.base, (len(histories), 1))
+        out = np.empty((len(histories), self.data.n_items), np.float32)
+        cache: dict[float | None, np.ndarray] = {}
+        for r, h in enumerate(histories):
+            now = {"when": lambda: self.data.when(h), "user": lambda: None if h.now is None else h.now + 1.0,
+                   "data": lambda: None if self.data.last_day is None else self.data.last_day + 1.0}[self.anchor]()
+            if now is None:
+                out[r] = self.base
+                continue
+            if now not in cache:
+                # recent counts first; all-time counts (< 1) order the items that did not sell lately
+                cache[now] = (self.recent_counts(now) + self.base).astype(np.float32)
+            out[r] = cache[now]
+        return out
+
+
+class Repeat(Recommender):
+    """History items first, the most recently bought first; then all-time popularity, scaled into
+    [0, 1e-3) so that, standardised in a hybrid, the scores say "bought before, and how recently"."""
+
+    kind = "repeat"
+    FALLBACK_SCALE = 1e-3
+
+    def fit(self, data: TrainData) -> "Repeat":
+        self.data = data
+        counts = _counts(data).astype(np.float32)
+        self.base = self.FALLBACK_SCALE * counts / (counts.max() + 1)
+        return self
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        out = np.tile(self.base, (len(histories), 1))
+        for r, h in enumerate(histories):
+            if len(h):
+                # later positions overwrite earlier ones: an item's score is its last purchase
+                out[r, h.items] = 2.0 + np.arange(1, len(h) + 1) / len(h)
+        return out
+
+
+_NEIGHBOUR_CACHE: dict[tuple, sp.csr_matrix] = {}
+
+
+class TfidfKNN(Recommender):
+    """Item-text kNN over TF-IDF vectors of the item texts (scikit-learn). The item-item neighbour
+    matrix depends only on the texts, so it is computed once per process and shared by every fit."""
+
+    kind = "tfidf"
+
+    def __init__(self, texts: Sequence[str], neighbours: int | None = 100, half_life_days: float | None = 60.0,
+                 min_df: int = 2, ngram_max: int = 1):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        self.neighbours = neighbours
+        self.half_life_days = half_life_days
+        texts = list(texts)
+        self._key = (hash(tuple(texts)), min_df, ngram_max, neighbours)
+        vec = TfidfVectorizer(min_df=min(min_df, max(1, len(texts))), ngram_range=(1, ngram_max), sublinear_tf=True,
+                              stop_words="english")
+        self.X = vec.fit_transform(texts).astype(np.float32).tocsr()
+        self.XT = self.X.T.tocsr()
+
+    def fit(self, data: TrainData) -> "TfidfKNN":
+        if self.X.shape[0] != data.n_items:
+            raise ValueError(f"tfidf has {self.X.shape[0]} item texts for {data.n_items} items")
+        self.data = data
+        return self
+
+    def similarities(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), n_items) cosine similarities of items to every item."""
+        return (self.X[rows] @ self.XT).toarray()
+
+    def neighbour_matrix(self, chunk: int = 512) -> sp.csr_matrix:
+        """(items x items) sparse: each row keeps its `neighbours` most similar items."""
+        if self._key not in _NEIGHBOUR_CACHE:
+            n, k = self.X.shape[0], min(self.neighbours, self.X.shape[0])
+            t0 = time.time()
+            parts = []
+            for s in tqdm(range(0, n, chunk), desc="tfidf neighbours", unit="chunk", disable=n <= 4 * chunk):
+                sims = self.similarities(np.arange(s, min(n, s + chunk)))
+                top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
+                vals = np.take_along_axis(sims, top, 1)
+                parts.append(sp.csr_matrix((vals.ravel(), top.ravel(), np.arange(0, vals.size + 1, k)), shape=(len(sims), n)))
+            _NEIGHBOUR_CACHE[self._key] = sp.vstack(parts).tocsr()
+            log.info("tfidf: %d x %d neighbours in %.1fs", n, k, time.time() - t0)
+        return _NEIGHBOUR_CACHE[self._key]
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        out = np.zeros((len(histories), self.X.shape[0]), np.float32)
+        nn = self.neighbour_matrix() if self.neighbours is not None and self.neighbours < self.X.shape[0] else None
+        for r, h in enumerate(histories):
+            if not len(h):
+                continue
+            uniq, inv = np.unique(h.items, return_inverse=True)
+            w = np.bincount(inv, weights=recency_weights(h.days, self.half_life_days)).astype(np.float32)
+            out[r] = (nn[uniq].T @ w) if nn is not None else w @ self.similarities(uniq)
+        return out
+
+
+def user_items_matrix(data: TrainData) -> sp.csr_matrix:
+    """(shoppers x items) purchase counts."""
+    m = sp.coo_matrix((np.ones(len(data.rows_item), np.float32), (data.rows_user, data.rows_item)),
+                      shape=(len(data.users), data.n_items))
+    return m.tocsr()
+
+
+class _Factorisation(Recommender):
+    """Shared scoring of the `implicit` models: user factors . item factors."""
+
+    def _fit_model(self, model, data: TrainData) -> None:
+        self.data = data
+        self.user_index = {u: i for i, u in enumerate(data.users)}
+        self.user_items = user_items_matrix(data)
+        t0 = time.time()
+        if self.user_items.nnz:
+            model.fit(self.user_items, show_progress=False)
+            self.U = np.asarray(model.user_factors, np.float32)
+            self.V = np.asarray(model.item_factors, np.float32)
+        else:
+            self.U = np.zeros((0, 1), np.float32)
+            self.V = np.zeros((data.n_items, 1), np.float32)
+        self.model = model
+        log.debug("%s: %d purchases fitted in %.1fs", self.kind, self.user_items.nnz, time.time() - t0)
+
+    def user_vector(self, h: History) -> np.ndarray:
+        raise NotImplementedError
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        P = np.stack([self.user_vector(h) for h in histories]) if histories else np.zeros((0, self.V.shape[1]), np.float32)
+        return (P @ self.V.T).astype(np.float32)
+
+
+class ALS(_Factorisation):
+    """Implicit ALS (Hu, Koren, Volinsky); a history's factors are solved against the item factors
+    (`recalculate_user`), so a cart or a new shopper is scored the same way as a trained one."""
+
+    kind = "als"
+
+    def __init__(self, factors: int = 64, regularization: float = 0.05, alpha: float = 10.0, iterations: int = 15,
+                 seed: int = 0, threads: int = 1):
+        self.params = dict(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
+                           random_state=seed, num_threads=threads)
+
+    def fit(self, data: TrainData) -> "ALS":
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        self._fit_model(AlternatingLeastSquares(**self.params), data)
+        return self
+
+    def user_vector(self, h: History) -> np.ndarray:
+        if not len(h) or not self.user_items.nnz:
+            return np.zeros(self.V.shape[1], np.float32)
+        row = sp.csr_matrix((np.ones(len(h), np.float32), (np.zeros(len(h), int), h.items)), shape=(1, self.data.n_items))
+        return np.asarray(self.model.recalculate_user(0, row), np.float32).ravel()
+
+
+class BPR(_Factorisation):
+    """Bayesian personalised ranking (implicit). A trained shopper uses their factors; any other
+    history the mean of its items' factors (BPR has no closed-form fold-in)."""
+
+    kind = "bpr"
+
+    def __init__(self, factors: int = 64, learning_rate: float = 0.05, regularization: float = 0.01, iterations: int = 100,
+                 seed: int = 0, threads: int = 1):
+        self.params = dict(factors=factors, learning_rate=learning_rate, regularization=regularization,
+                           iterations=iterations, random_state=seed, num_threads=threads)
+
+    def fit(self, data: TrainData) -> "BPR":
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        self._fit_model(BayesianPersonalizedRanking(**self.params), data)
+        return self
+
+    def user_vector(self, h: History) -> np.ndarray:
+        if h.user is not None and h.user in self.user_index and len(self.U):
+            return self.U[self.user_index[h.user]]
+        if not len(h):
+            return np.zeros(self.V.shape[1], np.float32)
+        return self.V[h.items].mean(0)
+
+
+class Content(Recommender):
+    """Shopper vector = recency-weighted mean of their items' vectors; score = dot product."""
+
+    kind = "content"
+
+    def __init__(self, item_vectors: np.ndarray, half_life_days: float | None = 60.0):
+        self.vectors = np.asarray(item_vectors, np.float32)
+        if self.vectors.ndim != 2:
+            raise ValueError("item vectors must be a (items, dim) matrix")
+        self.half_life_days = half_life_days
+
+    def fit(self, data: TrainData) -> "Content":
+        if len(self.vectors) != data.n_items:
+            raise ValueError(f"{len(self.vectors)} item vectors for {data.n_items} catalog items")
+        self.data = data
+        return self
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        prof = np.zeros((len(histories), self.vectors.shape[1]), np.float32)
+        for r, h in enumerate(histories):
+            if len(h):
+                w = recency_weights(h.days, self.half_life_days)
+                prof[r] = (w[:, None] * self.vectors[h.items]).sum(0) / w.sum()
+        return prof @ self.vectors.T
+
+
+def standardise(scores: np.ndarray) -> np.ndarray:
+    """Per-shopper z-scores, so models on different scales can be blended."""
+    mu = scores.mean(1, keepdims=True)
+    sd = scores.std(1, keepdims=True)
+    return ((scores - mu) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+
+
+def blend(standardised: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    out = None
+    for name, w in weights.items():
+        if w == 0:
+            continue
+        out = w * standardised[name] if out is None else out + w * standardised[name]
+    if out is None:
+        raise ValueError("hybrid weights are all zero")
+    return out
+
+
+class Hybrid(Recommender):
+    """Weighted sum of standardised component scores."""
+
+    kind = "hybrid"
+
+    def __init__(self, components: dict[str, Recommender], weights: dict[str, float]):
+        missing = set(weights) - set(components)
+        if missing:
+            raise ValueError(f"hybrid weights name unknown components {sorted(missing)}")
+        self.components, self.weights = components, weights
+
+    def fit(self, data: TrainData) -> "Hybrid":
+        self.data = data
+        for name, model in self.components.items():
+            if self.weights.get(name, 0):
+                model.fit(data)
+        return self
+
+    def score_histories(self, histories: Sequence[History]) -> np.ndarray:
+        return blend({n: standardise(m.score_histories(histories)) for n, m in self.components.items() if self.weights.get(n, 0)},
+                     self.weights)
