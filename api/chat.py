@@ -719,6 +719,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
     q = read(engine, question)
     lines: list[str] = []
     named: list[str] = []
+    sorting: dict[str, list[str]] = {}
     dimension = next((d for d, pat in COMPARE_WORDS.items() if re.search(rf"\b({pat})\b", question, re.I)), None)
     if CHEAPER_RE.search(question) or DEARER_RE.search(question) or re.search(r"\b(price|cost|how much)\b", question, re.I):
         priced = sorted((p for p in products if p.price is not None), key=lambda p: p.price)
@@ -746,6 +747,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             if unknown:
                 lines.append(f"The catalog does not say for " + "; ".join(name(p) for p in unknown) + ".")
             named += [p.id for p in yes + no + unknown if p.id not in named]
+            sorting = {"yes": [p.id for p in yes], "no": [p.id for p in no], "unknown": [p.id for p in unknown]}
     elif dimension:
         comparative, cues = COMPARISONS[dimension]
         scored = []
@@ -772,7 +774,8 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             found = _mentions(p, facts, words) if words else []
             lines.append(f"{name(p)}: " + (" ".join(f"\"{s}\"" for s in found[:2]) if found else "the catalog does not say."))
             named.append(p.id)
-    return ChatAnswer("comparison", named, {"compared": [p.id for p in products]}, turn="compare", parts=[" ".join(lines)])
+    return ChatAnswer("comparison", named, {"compared": [p.id for p in products], "sorted": sorting}, turn="compare",
+                      parts=[" ".join(lines)])
 
 
 # ----------------------------------------------------------------------------- photos
