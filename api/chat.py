@@ -723,14 +723,19 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
     dimension = next((d for d, pat in COMPARE_WORDS.items() if re.search(rf"\b({pat})\b", question, re.I)), None)
     if CHEAPER_RE.search(question) or DEARER_RE.search(question) or re.search(r"\b(price|cost|how much)\b", question, re.I):
         priced = sorted((p for p in products if p.price is not None), key=lambda p: p.price)
+        unpriced = [p for p in products if p.price is None]
         if not priced:
-            lines.append("The catalog gives no price for these.")
+            lines.append("The catalog gives no price for " + "; ".join(name(p) for p in unpriced) + ", so I cannot say.")
+            named += [p.id for p in unpriced]
         else:
             best = priced[-1] if DEARER_RE.search(question) or re.search(r"\bmost expensive\b", question, re.I) else priced[0]
             word = "dearest" if best is priced[-1] and len(priced) > 1 and best is not priced[0] else "cheapest"
             lines.append(f"The {word} is {name(best)}, at {_money(best.price)}.")
             lines.append("Prices: " + "; ".join(f"{name(p)} {_money(p.price)}" for p in priced) + ".")
             named += [best.id] + [p.id for p in priced if p.id != best.id]
+            if unpriced:
+                lines.append("The catalog gives no price for " + "; ".join(name(p) for p in unpriced) + ".")
+                named += [p.id for p in unpriced]
     elif q.wanted or q.excluded:
         for t in _primary(q.terms):
             yes, no, unknown = [], [], []

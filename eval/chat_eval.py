@@ -125,14 +125,18 @@ def check_turn(judge: Judge, turn: dict, text: str, extra: dict, lists: list[lis
     rules = turn.get("all") or {}
     earlier = {i for ls in lists for i in ls}
     if rules or hi is not None or lo is not None:
-        if not listed:
+        broken: list[str] = []
+        for i in listed:
+            broken += judge.meets(i, rules)
+            if (lo is not None or hi is not None) and not judge.price_ok(i, lo, hi):
+                broken.append(f"{i} price {judge.catalog.by_id[i].price} outside [{lo}, {hi}]")
+        relaxed = bool((extra.get("grounding") or {}).get("relaxed"))
+        honest_none = not listed or relaxed  # "the catalog has no ...": right only when it truly has none
+        if not listed or (broken and relaxed):
             if judge.any_meets(rules, lo, hi, earlier if turn.get("new") else set()):
-                reasons.append("listed nothing, but the catalog has items that meet the rules")
-        else:  # a listing that had to drop a constraint is judged by the turn's rules like any other
-            for i in listed:
-                reasons += judge.meets(i, rules)
-                if (lo is not None or hi is not None) and not judge.price_ok(i, lo, hi):
-                    reasons.append(f"{i} price {judge.catalog.by_id[i].price} outside [{lo}, {hi}]")
+                reasons.append("said the catalog has none (listed nothing or dropped a constraint), but it has such items")
+        elif broken or (honest_none and not listed):
+            reasons += broken
     if turn.get("new") and set(listed) & earlier:
         reasons.append(f"repeats {sorted(set(listed) & earlier)[:3]}")
     if "anchor" in turn:
