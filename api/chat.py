@@ -73,14 +73,18 @@ CHEAPER_RE = re.compile(r"\b(cheaper|less expensive|lower price|lower-priced|mor
 DEARER_RE = re.compile(r"\b(more expensive|pricier|dearer|higher[- ]end|more upmarket|premium)\b", re.I)
 COMPARE_RE = re.compile(r"\b(which (one |ones |of (these|those|them|the two|the \w+)\s*)?(is|are|would|has|have|was|one)\b|"
                         r"which of (these|those|them)|compare|difference between|what's the difference|whats the difference|"
-                        r"are (they|these|those|both|all)|do (they|these|those|both)|is either|are any)", re.I)
-THANKS_RE = re.compile(r"^\s*(thanks?|thank you|cheers|great|perfect|ok(ay)?|nice|cool|bye|goodbye|hi|hello|hey)\b[\s!.]*$", re.I)
+                        r"are (they|these|those|both|all)|do (they|these|those|both)|is either|are any|"
+                        r"(the )?(cheapest|most expensive|priciest|dearest|warmest|softest)\b)", re.I)
+THANKS_RE = re.compile(r"^\s*(thanks?( you)?|thank you( so much)?|cheers|great|perfect|ok(ay)?|nice|cool|bye|goodbye)\b[\s!.]*$", re.I)
+GREETING_RE = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening))( there)?\b[\s!.,]*$", re.I)
 # conversational words that carry nothing for the encoder
 NOISE = frozenset("""actually instead same but please thanks thank ok okay now also too else another other others different
 ones one show see got go goes going wear match matching pair combine style would could maybe perhaps rather prefer then
 cheaper cheapest expensive pricier dearer affordable budget price lower higher end premium upmarket similar alike like
 more less well just still yes yeah hmm what about how let lets let's see try again new options option number first second
-third fourth fifth last item items product products kind sort type available come comes colour color colours colors in""".split())
+third fourth fifth last item items product products kind sort type available come comes colour color colours colors in
+compare comparison difference differences between differ versus vs after version versions meant mean forget sorry
+hi hello hey wait oh""".split())
 
 KIND_ORDER = ("colour", "pattern", "material", "fit", "product_type", "department")
 RELAX_ORDER = ("material", "fit", "pattern", "colour", "department", "price")
@@ -237,6 +241,8 @@ def interpret(engine: Engine, state: State, text: str) -> Turn:
     """Route one user message from the state, updating the state in place."""
     if THANKS_RE.match(text):
         return Turn("thanks", text)
+    if GREETING_RE.match(text):
+        return Turn("help", text)
     with_at = GOES_WITH_RE.search(text)
     own = text[: with_at.start()] if with_at else text  # "a black jacket | to go with the white jeans"
     q = read(engine, own)
@@ -249,7 +255,7 @@ def interpret(engine: Engine, state: State, text: str) -> Turn:
     asks = bool(QUESTION_RE.search(text)) and not REQUEST_RE.search(text)
 
     # comparisons and questions about shown products
-    if state.shown and not type_changed and COMPARE_RE.search(text) and not REQUEST_RE.search(text):
+    if state.shown and not type_changed and COMPARE_RE.search(text) and not REQUEST_RE.search(text) and not SIMILAR_RE.search(text):
         targets = [state.shown[i] for i in _ordinal_indexes(text, state)] if len(ordinals) > 1 else list(state.shown)
         return Turn("compare", text, targets=targets)
     if named_ids and not REQUEST_RE.search(text) and not SIMILAR_RE.search(text):
@@ -273,7 +279,13 @@ def interpret(engine: Engine, state: State, text: str) -> Turn:
         return turn
     if MORE_RE.search(text) and not q.terms and q.price_min is None and q.price_max is None:
         return Turn("more", text)
+    if ordinals or named_ids:  # "show me the second one", "the last one?": about that product
+        if not q.terms and q.price_min is None and q.price_max is None and not CHEAPER_RE.search(text) and not DEARER_RE.search(text):
+            state.focus = (named_ids or ordinals)[0]
+            return Turn("question", text, targets=[state.focus])
     turn = _refine(engine, state, q, text, "refine")
+    if (ordinals or named_ids) and turn.changed and not with_at:  # "the second one in red": like that one, in red
+        turn.kind, turn.anchor = "similar", (named_ids or ordinals)[0]
     if with_at:
         turn.companions, turn.companion_label = _companions(engine, state, text[with_at.start():], ordinals, named_ids)
     if not turn.changed and not q.words and not with_at:
@@ -671,9 +683,17 @@ def answer_about(product, question: str) -> ChatAnswer:
             shown = f"{value}" if label != "price" else f"{value} (in the catalog's currency units)"
             lines.append(f"The catalog gives its {label} as {shown}.")
             used.append(next(k for k in keys if k in facts))
+    if not lines and not _content_words(question):  # "show me the second one": what the catalog says of it
+        v = item_values(product)
+        said = [", ".join(sorted(v[k])) for k in ("colour", "pattern", "product_type", "material", "department") if v.get(k)]
+        lines.append("The catalog lists it as: " + "; ".join(said) + (f"; price {_money(product.price)}" if product.price is not None else "") + ".")
+        if product.description:
+            lines.append(f"Its description reads: \"{product.description.strip()}\"")
+        used += ["colour", "product_type", "description"]
     if not lines:
         lines.append(_free_text_answer(product, facts, question, used))
-    if re.search(r"\b(describe|tell me about|tell me more|what is this|details|more about)\b", question, re.I) and product.description:
+    if (re.search(r"\b(describe|tell me about|tell me more|what is this|details|more about)\b", question, re.I) and product.description
+            and "description" not in used):
         lines.append(f"Its description reads: \"{product.description.strip()}\"")
         used.append("description")
     text = f"About {name}: " + " ".join(lines)
@@ -772,6 +792,13 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             if others:
                 lines.append("The others: " + "; ".join(others) + ".")
             named += [x[1].id for x in scored]
+    elif not _content_words(question):  # "compare the first and the second": their facts side by side
+        for p in products:
+            v = item_values(p)
+            facts = [", ".join(sorted(v[k])) for k in ("colour", "pattern", "product_type", "material") if v.get(k)]
+            price = f"price {_money(p.price)}" if p.price is not None else "no price given"
+            lines.append(f"{name(p)}: {'; '.join(facts + [price])}.")
+            named.append(p.id)
     else:
         words = _content_words(question)
         for p in products:
