@@ -70,7 +70,7 @@ GOES_WITH_RE = re.compile(r"\b(to go|that (would |will |could )?go|goes|going|to
                           r"to pair|pairs?|to combine|to style)\s+(well\s+)?(with|them|it)\b|\bwith (them|these|those|it|this|that)\b", re.I)
 SAME_RE = re.compile(r"\b(same|also|too|as well|similar)\b", re.I)
 CHEAPER_RE = re.compile(r"\b(cheaper|less expensive|lower price|lower-priced|more affordable|budget|cheapest|less pricey)\b", re.I)
-DEARER_RE = re.compile(r"\b(more expensive|pricier|dearer|higher[- ]end|more upmarket|premium)\b", re.I)
+DEARER_RE = re.compile(r"\b(more expensive|most expensive|pricier|priciest|dearer|dearest|higher[- ]end|more upmarket|premium)\b", re.I)
 COMPARE_RE = re.compile(r"\b(which (one |ones |of (these|those|them|the two|the \w+)\s*)?(is|are|would|has|have|was|one)\b|"
                         r"which of (these|those|them)|compare|difference between|what's the difference|whats the difference|"
                         r"are (they|these|those|both|all)|do (they|these|those|both)|is either|are any|"
@@ -84,7 +84,7 @@ cheaper cheapest expensive pricier dearer affordable budget price lower higher e
 more less well just still yes yeah hmm what about how let lets let's see try again new options option number first second
 third fourth fifth last item items product products kind sort type available come comes colour color colours colors in
 compare comparison difference differences between differ versus vs after version versions meant mean forget sorry
-hi hello hey wait oh""".split())
+hi hello hey wait oh i'd i'll i've i'm id ill ive we us our""".split())
 
 KIND_ORDER = ("colour", "pattern", "material", "fit", "product_type", "department")
 RELAX_ORDER = ("material", "fit", "pattern", "colour", "department", "price")
@@ -317,7 +317,8 @@ def _switch(engine: Engine, state: State, q: Query, text: str, with_at, ordinals
 
 def _companions(engine: Engine, prev: State, tail: str, ordinals: list[str], named_ids: list[str]) -> tuple[list[str], str]:
     """What "to go with ..." points at: named or ordinal items, else the last list shown."""
-    picked = [i for i in named_ids if i in tail] or [o for o in ordinals if o in prev.shown] or list(prev.shown[:3])
+    single = [_focus(prev)] if re.search(r"\b(it|this|that|this one|that one)\b", tail, re.I) and _focus(prev) else []
+    picked = [i for i in named_ids if i in tail] or [o for o in ordinals if o in prev.shown] or single or list(prev.shown[:3])
     if not picked:
         return [], ""
     if len(picked) == 1:
@@ -418,7 +419,7 @@ def _plural(value: str) -> str:
 
 def describe(state: State, plural: bool = True, lower: bool = False) -> str:
     """The state in words: 'red checked dresses for women ("party"), not black, cheaper than 0.02'."""
-    adj = [_say(state.wanted[k]) for k in ("colour", "pattern", "material") if k in state.wanted]
+    adj = list(dict.fromkeys(_say(state.wanted[k]) for k in ("colour", "pattern", "material") if k in state.wanted))
     fit = state.wanted.get("fit")
     kind = state.wanted.get("product_type")
     noun = (_plural(kind.value) if plural else kind.value) if kind else ("products" if plural else "product")
@@ -677,6 +678,9 @@ def answer_about(product, question: str) -> ChatAnswer:
         if label == "colour" and "colour" in asked:
             continue
         value = next((facts[k] for k in keys if k in facts), None)
+        if label == "price" and product.price is not None:
+            value = _money(product.price)
+            facts.setdefault("price", value)
         if value is None:
             lines.append(f"The catalog does not say what {label} it has.")
         else:
@@ -749,7 +753,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             named += [p.id for p in unpriced]
         else:
             best = priced[-1] if DEARER_RE.search(question) or re.search(r"\bmost expensive\b", question, re.I) else priced[0]
-            word = "dearest" if best is priced[-1] and len(priced) > 1 and best is not priced[0] else "cheapest"
+            word = "most expensive" if best is priced[-1] and len(priced) > 1 and best is not priced[0] else "cheapest"
             lines.append(f"The {word} is {name(best)}, at {_money(best.price)}.")
             lines.append("Prices: " + "; ".join(f"{name(p)} {_money(p.price)}" for p in priced) + ".")
             named += [best.id] + [p.id for p in priced if p.id != best.id]

@@ -78,6 +78,7 @@ def main() -> int:
     ap.add_argument("--url", help="a running server (default: start one per explainer)")
     ap.add_argument("--explainer", nargs="+", default=["grounded"], help="grounded and/or llava")
     ap.add_argument("--model", help="llava: a tuned adapter / merged dir / preset (default the explainer's default)")
+    ap.add_argument("--model-cache", help="llava: where an assembled base model is cached (preset cache_dir)")
     ap.add_argument("--conversations", type=int, default=8, help="how many dev conversations")
     ap.add_argument("--turns", type=int, default=2, help="turns played per conversation")
     args = ap.parse_args()
@@ -90,8 +91,8 @@ def main() -> int:
             continue
         cfg = load_yaml(args.config)
         serve = {**(cfg.get("serve") or {}), "explainer": name, "explain_cache_size": 0}
-        if name == "llava" and args.model:
-            serve["explainer_options"] = {"model": args.model}
+        if name == "llava":
+            serve["explainer_options"] = {k: v for k, v in (("model", args.model), ("cache_dir", args.model_cache)) if v}
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump({**cfg, "serve": serve}, f)
         proc, url = start_server(f.name, timeout=900)

@@ -63,6 +63,8 @@ class TurnResult:
     ttft_s: float | None = None
     total_s: float = 0.0
     route: str | None = None
+    relaxed: bool = False  # the answer said the catalog has none and dropped a constraint
+    answer: str = ""
 
 
 class Judge:
@@ -157,6 +159,8 @@ def check_turn(judge: Judge, turn: dict, text: str, extra: dict, lists: list[lis
         if priced:
             prices = [judge.catalog.by_id[i].price for i in priced]
             best = min(prices) if turn.get("cheapest") else max(prices)
+            if not re.search(r"(?i)cheapest|dearest|most expensive", text):
+                reasons.append("the answer does not say which is cheapest / dearest")
             first = NAMED_RE.search(text)
             if not first or judge.catalog.by_id.get(first.group(1)) is None or judge.catalog.by_id[first.group(1)].price != best:
                 reasons.append(f"first product named is not the {'cheapest' if turn.get('cheapest') else 'dearest'} shown")
@@ -200,7 +204,7 @@ def play(client, model: str, judge: Judge, conv: dict) -> list[TurnResult]:
         text = "".join(pieces)
         reasons = check_turn(judge, turn, text, extra, lists, asked)
         results.append(TurnResult(conv["id"], conv["split"], n, turn["kind"], turn["say"], not reasons, reasons, ttft, total,
-                                  extra.get("turn")))
+                                  extra.get("turn"), bool((extra.get("grounding") or {}).get("relaxed")), text))
         messages.append({"role": "assistant", "content": text})
         listed = LIST_RE.findall(text)
         if listed:
@@ -231,6 +235,7 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
             "per_split_kind": {s: {k: rate([r for r in results if r.split == s and r.kind == k]) for k in kinds
                                    if any(r.split == s and r.kind == k for r in results)} for s in splits},
             "conversations_all_passed": sum(all(v) for v in convs.values()), "conversations": len(convs),
+            "relaxed_turns": sum(r.relaxed for r in results),
             "time_to_first_token": pct([r.ttft_s for r in results]), "full_answer": pct([r.total_s for r in results]),
             "failed": [{"conversation": r.conversation, "split": r.split, "turn": r.index + 1, "kind": r.kind, "say": r.say,
                         "route": r.route, "reasons": r.reasons[:4]} for r in results if not r.ok]}
