@@ -60,6 +60,9 @@ REQUEST_RE = re.compile(r"\b(do you have|have you got|got any|are there|is there
                         r"could you (show|find|get|recommend|suggest)|can i (see|get)|show me|find me|i need|i want|i'd like|"
                         r"i would like|i'm looking|im looking|i am looking|looking for|anything|something|any\b|recommend|suggest|"
                         r"give me|how about|what about)", re.I)
+REQUEST_CORE_RE = re.compile(r"\b(do you have|have you got|got any|are there|is there|can you (show|find|get)|could you (show|find|get)|"
+                             r"can i (see|get)|show me|find me|i need|i want|i'd like|i would like|looking for|give me)", re.I)
+REJECT_RE = re.compile(r"\b(don't|do not|didn't|did not|dont) (like|love|want|need)\b|\b(dislike|hate|not keen on|not that one)\b", re.I)
 QUESTION_RE = re.compile(r"\?\s*$|^\s*(is|are|does|do|did|has|have|was|were|can|could|will|would|what|what's|whats|which|how|"
                          r"why|where|who|tell me|describe|explain)\b", re.I)
 SIMILAR_RE = re.compile(r"\b(more like|similar|alike|like (this|that|it|these|those|them|the \w+( one)?|number \d+|#\d+)|"
@@ -75,6 +78,7 @@ COMPARE_RE = re.compile(r"\b(which (one |ones |of (these|those|them|the two|the 
                         r"which of (these|those|them)|compare|difference between|what's the difference|whats the difference|"
                         r"are (they|these|those|both|all)|do (they|these|those|both)|is either|are any|"
                         r"(the )?(cheapest|most expensive|priciest|dearest|warmest|softest)\b)", re.I)
+RECOMMEND_RE = re.compile(r"\b(recommend|suggest|best|pick|choose|go for|favou?rite)\b", re.I)
 THANKS_RE = re.compile(r"^\s*(thanks?( you)?|thank you( so much)?|cheers|great|perfect|ok(ay)?|nice|cool|bye|goodbye)\b[\s!.]*$", re.I)
 GREETING_RE = re.compile(r"^\s*(hi|hello|hey|good (morning|afternoon|evening))( there)?\b[\s!.,]*$", re.I)
 # conversational words that carry nothing for the encoder
@@ -84,7 +88,7 @@ cheaper cheapest expensive pricier dearer affordable budget price lower higher e
 more less well just still yes yeah hmm what about how let lets let's see try again new options option number first second
 third fourth fifth last item items product products kind sort type available come comes colour color colours colors in
 compare comparison difference differences between differ versus vs after version versions meant mean forget sorry
-hi hello hey wait oh i'd i'll i've i'm id ill ive we us our""".split())
+hi hello hey wait oh back recommend suggest keen dislike hate love i'd i'll i've i'm id ill ive we us our""".split())
 
 KIND_ORDER = ("colour", "pattern", "material", "fit", "product_type", "department")
 RELAX_ORDER = ("material", "fit", "pattern", "colour", "department", "price")
@@ -118,6 +122,7 @@ class State:
     shown: list[str] = field(default_factory=list)  # the last list shown
     seen: list[str] = field(default_factory=list)  # every product listed since the request began
     focus: str | None = None  # the product last talked about (what "it" means)
+    rejected: list[str] = field(default_factory=list)  # products the shopper said they do not like
 
     @property
     def empty(self) -> bool:
@@ -129,11 +134,11 @@ class State:
     def to_dict(self) -> dict[str, Any]:
         return {"wanted": {k: t.value for k, t in self.wanted.items()}, "excluded": [f"{t.kind}: {t.value}" for t in self.excluded],
                 "price_min": self.price_min, "price_max": self.price_max, "words": list(self.words), "shown": list(self.shown),
-                "focus": self.focus}
+                "focus": self.focus, "rejected": list(self.rejected)}
 
     def copy(self) -> "State":
         return replace(self, wanted=dict(self.wanted), excluded=list(self.excluded), words=list(self.words),
-                       shown=list(self.shown), seen=list(self.seen))
+                       shown=list(self.shown), seen=list(self.seen), rejected=list(self.rejected))
 
 
 @dataclass
@@ -255,7 +260,7 @@ def interpret(engine: Engine, state: State, text: str) -> Turn:
     asks = bool(QUESTION_RE.search(text)) and not REQUEST_RE.search(text)
 
     # comparisons and questions about shown products
-    if state.shown and not type_changed and COMPARE_RE.search(text) and not REQUEST_RE.search(text) and not SIMILAR_RE.search(text):
+    if state.shown and not type_changed and COMPARE_RE.search(text) and not REQUEST_CORE_RE.search(text) and not SIMILAR_RE.search(text):
         targets = [state.shown[i] for i in _ordinal_indexes(text, state)] if len(ordinals) > 1 else list(state.shown)
         return Turn("compare", text, targets=targets)
     if named_ids and not REQUEST_RE.search(text) and not SIMILAR_RE.search(text):
@@ -268,6 +273,11 @@ def interpret(engine: Engine, state: State, text: str) -> Turn:
         if target is not None and not (type_changed and not single):
             state.focus = target
             return Turn("question", text, targets=[target])
+
+    if REJECT_RE.search(text) and (single or ordinals):  # "I don't like the first one": never show it again
+        state.rejected += [i for i in (ordinals or single) if i not in state.rejected]
+        text = REJECT_RE.sub(" ", text)
+        single, ordinals = [], []
 
     # requests
     if type_changed or state.empty:
@@ -502,7 +512,7 @@ def _done(ans: ChatAnswer, state: State) -> ChatAnswer:
 
 def _listing(engine: Engine, settings: Settings, before: State, state: State, turn: Turn, history: Sequence[str]) -> ChatAnswer:
     k = settings.chat_k
-    exclude = set(state.seen) if turn.kind == "more" else set()
+    exclude = (set(state.seen) if turn.kind == "more" else set()) | set(state.rejected)
     query = state_query(engine, state)
     if not query.text.strip():
         return _done(ChatAnswer("help", turn="help", parts=[HELP]), state)
@@ -769,12 +779,16 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             what = ("not " if t.negated else "") + _say(t)
             if yes:
                 lines.append(f"{what.capitalize()}: " + "; ".join(name(p) for p in yes) + ".")
-            else:
+            elif not unknown:
                 lines.append(f"None of them is {what}, by the catalog.")
+            elif no:
+                lines.append(f"The catalog calls none of them {what}.")
+            else:
+                lines.append(f"The catalog does not say whether any of them is {what}.")
             if no:
                 lines.append(f"Not {what}: " + "; ".join(f"{name(p)} ({', '.join(sorted(item_values(p).get(t.kind) or [])) or '?'})" for p in no) + ".")
             if unknown:
-                lines.append(f"The catalog does not say for " + "; ".join(name(p) for p in unknown) + ".")
+                lines.append(f"It does not say for " + "; ".join(name(p) for p in unknown) + ".")
             named += [p.id for p in yes + no + unknown if p.id not in named]
             sorting = {"yes": [p.id for p in yes], "no": [p.id for p in no], "unknown": [p.id for p in unknown]}
     elif dimension:
@@ -796,6 +810,10 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             if others:
                 lines.append("The others: " + "; ".join(others) + ".")
             named += [x[1].id for x in scored]
+    elif RECOMMEND_RE.search(question):  # "which one would you recommend?": the search's own order
+        lines.append(f"For what you asked, the search ranks {name(products[0])} first"
+                     + (f", then {name(products[1])}" if len(products) > 1 else "") + ". Ask me to compare them on price, colour or fabric.")
+        named += [p.id for p in products[:2]]
     elif not _content_words(question):  # "compare the first and the second": their facts side by side
         for p in products:
             v = item_values(p)
