@@ -188,8 +188,9 @@ class ChatAnswer:
 
     def extra(self) -> dict[str, Any]:
         """The machine-readable side of the answer (the response's `whyrec` object)."""
+        named = list(dict.fromkeys(ITEM_REF_RE.findall("".join(self._pieces or []))))
         return {"kind": self.kind, "turn": self.turn, "understood": self.understood, "products": self.products,
-                "grounding": self.grounding, "state": self.state}
+                "named": named, "grounding": self.grounding, "state": self.state}
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -610,8 +611,13 @@ def _item_part(engine: Engine, settings: Settings, n: int, hit, request_text: st
             evidence = gather_evidence(request_text, product, score=float(hit.dense), history=hist or None)
             r = yield from streamer(request_text, product, evidence)
         else:
-            r, _ = rationale(engine, settings, request_text, product, float(hit.dense), history)
-            yield r.text
+            r, evidence = rationale(engine, settings, request_text, product, float(hit.dense), history)
+            text = r.text
+            for link in getattr(evidence, "history", []) or []:  # purchases it points at get their ids too
+                quoted = '"' + link.title.replace('"', "'") + '"'
+                if quoted in text:
+                    text = text.replace(quoted, f"{quoted} (item {link.item_id})", 1)
+            yield text
         grounding.append({"id": product.id, "title": product.title, "price": product.price, "facts_used": list(r.facts_used),
                           "backend": r.backend, "fallback_reason": r.fallback_reason, "score": float(hit.score)})
         yield "\n"

@@ -75,7 +75,13 @@ def test_question_naming_an_item_id(oa, catalog):
 
 def test_chat_user_field_personalises(oa, catalog, shopper):
     r = oa.chat.completions.create(model="whyrec", user=shopper, messages=[{"role": "user", "content": "something for summer"}])
-    assert r.model_extra["whyrec"]["kind"] == "recommend" and "past purchases" in r.choices[0].message.content
+    answer, meta = r.choices[0].message.content, r.model_extra["whyrec"]
+    assert meta["kind"] == "recommend" and "past purchases" in answer
+    # a purchase a rationale points at is named with its id too, and listed with the others named
+    bought = set(catalog.interactions and [it.item for it in catalog.interactions if it.user == shopper])
+    pointed = [i for i in re.findall(r"\(item (\S+)\)", answer) if i in bought]
+    assert "bought" not in answer or pointed
+    assert set(meta["named"]) == set(re.findall(r"\(item (\S+)\)", answer)) >= set(meta["products"])
 
 
 def test_no_user_message_gets_help_not_an_error(oa):
