@@ -471,7 +471,8 @@ def compose(state: State) -> str:
 
 def state_query(engine: Engine, state: State) -> Query:
     """The Query the state stands for: its words read once, its terms and price bounds exactly the state's."""
-    return replace(read(engine, compose(state)), terms=tuple(state.terms()), price_min=state.price_min,
+    text = compose(state) or ("products" if state.price_min is not None or state.price_max is not None else "")
+    return replace(read(engine, text), terms=tuple(state.terms()), price_min=state.price_min,
                    price_max=state.price_max, words=tuple(state.words))
 
 
@@ -574,6 +575,8 @@ def _fetch(engine: Engine, state: State, query: Query, turn: Turn, history: Sequ
             if kind == "price":
                 relaxed.price_min = relaxed.price_max = relaxed.price_note = None
         state, query = relaxed, state_query(engine, relaxed)
+        if not query.text.strip():
+            return []
     filters = {k: v for k, v in (("price_min", state.price_min), ("price_max", state.price_max)) if v is not None} or None
     like = [turn.anchor] if turn.anchor else list(turn.companions) or list(history)
     if like:

@@ -235,3 +235,14 @@ def test_streamed_conversation_turn_matches_and_carries_products(oa):
     chunks = list(oa.chat.completions.create(model="whyrec", messages=messages, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == whole.choices[0].message.content
     assert chunks[-1].model_extra["whyrec"]["products"] == whole.model_extra["whyrec"]["products"]
+
+
+def test_requests_nothing_meets_are_answered_honestly(oa, catalog):
+    t = Talk(oa)
+    answer = t.say("under 0.00001")  # only a price bound, and no product that cheap
+    assert not t.listed and t.meta["products"] == [] and "no products" in answer
+    t = Talk(oa)
+    t.say("for men")
+    answer = t.say("between 5 and 1")  # every demo price is far below 1
+    assert t.meta["turn"] == "refine" and not t.listed and "no " in answer.lower()
+    assert not any(p.price is not None and 1 <= p.price <= 5 for p in catalog.products)
