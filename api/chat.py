@@ -152,6 +152,7 @@ class Turn:
     companions: list[str] = field(default_factory=list)  # "to go with them"
     companion_label: str = ""
     changed: list[str] = field(default_factory=list)  # what a refinement changed, for the answer's first line
+    named_kinds: set[str] = field(default_factory=set)  # kinds this very message named: dropped last, if ever
 
 
 @dataclass
@@ -372,7 +373,10 @@ def _refine(engine: Engine, state: State, q: Query, text: str, kind: str) -> Tur
     new_words = [w for w in dict.fromkeys(q.words) if w not in NOISE and not w.isdigit() and w not in state.words]
     state.words = (state.words + new_words)[-6:]
     state.focus = None
-    return Turn(kind, text, changed=changed)
+    named = {t.kind for t in _primary(q.terms) if not t.negated}
+    if "price" in changed or "cheaper" in changed or "dearer" in changed:
+        named.add("price")
+    return Turn(kind, text, changed=changed, named_kinds=named)
 
 
 def _primary(terms: Sequence[Term]) -> list[Term]:
@@ -519,7 +523,7 @@ def _listing(engine: Engine, settings: Settings, before: State, state: State, tu
     if not query.text.strip():
         return _done(ChatAnswer("help", turn="help", parts=[HELP]), state)
     hits, dropped = [], ()
-    for dropped in _relaxations(state):
+    for dropped in _relaxations(state, turn.named_kinds):
         hits = _fetch(engine, state, query, turn, history, k * 4 + len(exclude), dropped)
         hits = [h for h in hits if h.id not in exclude and satisfies(engine.catalog.by_id[h.id], state, dropped)][:k]
         if hits:
@@ -554,11 +558,12 @@ def _listing(engine: Engine, settings: Settings, before: State, state: State, tu
     return _done(ans, state)
 
 
-def _relaxations(state: State) -> Iterator[tuple[str, ...]]:
-    """No constraint dropped first; then, cumulatively, the softest ones (never the product type)."""
+def _relaxations(state: State, keep: set[str] = frozenset()) -> Iterator[tuple[str, ...]]:
+    """No constraint dropped first; then, cumulatively, the softest ones (never the product type),
+    what the latest message asked for last ("in black?" keeps black and drops an older "sport")."""
     yield ()
     dropped: list[str] = []
-    for kind in RELAX_ORDER:
+    for kind in [k for k in RELAX_ORDER if k not in keep] + [k for k in RELAX_ORDER if k in keep]:
         present = kind in state.wanted if kind != "price" else (state.price_min is not None or state.price_max is not None)
         if present:
             dropped.append(kind)
