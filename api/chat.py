@@ -209,6 +209,7 @@ def answer(engine: Engine, settings: Settings, messages: Sequence[ChatMessage], 
     before = state.copy()
     turn = interpret(engine, state, text)
     history = histories(engine).get(user or "", [])[-settings.history_used:]
+    log.debug("chat turn %r -> %s (changed %s); state: %s", text[:80], turn.kind, turn.changed, compose(state))
     return respond(engine, settings, before, state, turn, history)
 
 
