@@ -1,5 +1,5 @@
-"""`whyrec eval rec|retrieval|explain|ab DATA ...`, `whyrec eval search --config CONFIG --queries FILE`
-and `whyrec ablate CONFIG`.
+"""`whyrec eval rec|retrieval|explain|ab DATA ...`, `whyrec eval search --config CONFIG --queries FILE`,
+`whyrec eval chat` and `whyrec ablate CONFIG`.
 
 Every evaluation takes its data path (a catalog folder or a raw folder in a format whyrec imports)
 from the command line, writes result.json, tables.md and PNG plots under --out, logs one MLflow
@@ -87,6 +87,14 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the full JSON result (per query too) instead of a table")
     p.set_defaults(func=_eval_search)
 
+    p = sub.add_parser("chat", help="the conversation set (eval/conversations) against a whyrec server, via the openai client")
+    p.add_argument("--config", default="configs/demo.yaml", help="whyrec YAML: its catalog judges the turns; its server is started unless --url")
+    p.add_argument("--url", help="a running whyrec server (default: start `whyrec serve --config CONFIG`)")
+    p.add_argument("--files", nargs="+", help="conversation YAML files (default eval/conversations/*.yaml)")
+    p.add_argument("--splits", nargs="+", help="only these splits (dev, heldout)")
+    p.add_argument("--out", help="folder for result.json and turns.jsonl")
+    p.set_defaults(func=_chat)
+
     p = subparsers.add_parser("ablate", help="run a grid of evaluation configs (configs/ablations/NAME.yaml), log to MLflow")
     p.add_argument("config", help="ablation YAML (see configs/ablations/)")
     p.add_argument("--data", help="data path (overrides ablation.data)")
@@ -164,6 +172,15 @@ def _eval_search(args) -> int:
         print(json.dumps(result, indent=1, ensure_ascii=False))
     else:
         print(summary_table(result))
+    return 0
+
+
+def _chat(args) -> int:
+    import json
+
+    from eval.chat_eval import run_chat_eval
+
+    print(json.dumps(run_chat_eval(args.config, args.url, args.files, args.splits, out=args.out), indent=1))
     return 0
 
 

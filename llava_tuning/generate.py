@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Generator as Gen, Iterator, Sequence
 
 import torch
 from PIL import Image
 
 from retrieval.catalog import Product
 from synth_data.explain import EXPLAINERS, Evidence, GroundedExplainer, Rationale, gather_evidence, register_explainer, settle
-from synth_data.prompts import clean, rationale_prompt
+from synth_data.grounding import check
+from synth_data.prompts import clean, human_turn, rationale_prompt
+from synth_data.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +99,92 @@ class Generator:
         return out
 
 
+    def stream(self, conversation: Sequence[dict], image: Image.Image, settings: GenerationSettings | None = None,
+               stop: threading.Event | None = None) -> Iterator[str]:
+        """One answer's text as the model writes it: generation runs in a thread and hands each
+        decoded piece over through transformers' TextIteratorStreamer. Setting `stop` ends it early."""
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        s = settings or self.settings
+        stop = stop or threading.Event()
+        encoded = self.processor.encode(conversation, add_generation_prompt=True)
+        if self.processor.count_images(encoded.input_ids) != 1:
+            raise ValueError("the conversation needs exactly one <image> token")
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        batch = self.processor.pad([encoded], padding_side="left")
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return stop.is_set()
+
+        kwargs: dict[str, Any] = {"max_new_tokens": s.max_new_tokens, "do_sample": s.do_sample, "repetition_penalty": s.repetition_penalty,
+                                  "suppress_tokens": [self.processor.image_token_id], "pad_token_id": self.processor.pad_token_id,
+                                  "streamer": streamer, "stopping_criteria": StoppingCriteriaList([Stop()])}
+        if s.do_sample:
+            kwargs.update(temperature=s.temperature, top_p=s.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        pixels = self.processor.pixel_values([image]).to(device, dtype)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                                        pixel_values=pixels, **kwargs)
+            except BaseException as err:  # surfaced to the reader below
+                failure.append(err)
+                streamer.end()
+
+        thread = threading.Thread(target=run, name="llava-stream", daemon=True)
+        thread.start()
+        ended = False
+        try:
+            for piece in streamer:
+                if piece:
+                    yield piece
+            ended = True
+        finally:
+            if not ended:  # the reader stopped early: stop the model and let it finish its last step
+                stop.set()
+                for _ in streamer:
+                    pass
+            thread.join()
+        if failure:
+            raise failure[0]
+
+
+CLAUSE_END = re.compile(r"[.!?;:,](?=\s)")
+
+
+def checked_stream(pieces: Iterator[str], product: Product, request: str | None, sources: Sequence[str],
+                   stop: threading.Event) -> Gen[str, None, tuple[str, list[str]]]:
+    """Pass a model's words on clause by clause, each once the text so far passes the grounding
+    check; the first clause that fails stops the model. Returns (text passed on, failure reasons)."""
+    said, buffer = "", ""
+    for piece in pieces:
+        buffer += piece
+        ends = list(CLAUSE_END.finditer(buffer))
+        if not ends:
+            continue
+        cut = ends[-1].end()
+        result = check(said + buffer[:cut], product, request=request, sources=sources)
+        if not result.ok:
+            stop.set()
+            return said, result.reasons()
+        yield buffer[:cut]
+        said, buffer = said + buffer[:cut], buffer[cut:]
+    if buffer.strip():
+        result = check(said + buffer, product, request=request, sources=sources)
+        if not result.ok:
+            return said, result.reasons()
+        yield buffer
+        said += buffer
+    return said, []
+
+
 def explain_prompt(request: str, product: Product, evidence: Evidence | None = None) -> str:
     """The human turn: synth's rationale prompt, plus the shopper's purchases when known."""
     text = rationale_prompt(request, product, image=True)
@@ -156,6 +246,33 @@ class LlavaExplainer:
 
     def explain(self, request: str, product: Product, evidence: Evidence | None = None) -> Rationale:
         return self.explain_batch([(request, product, evidence)])[0]
+
+    def explain_stream(self, request: str, product: Product, evidence: Evidence | None = None) -> Gen[str, None, Rationale]:
+        """The rationale's words as the model writes them (checked clause by clause); returns the Rationale.
+        When the model's first clause already fails, the grounded rationale is sent instead."""
+        evidence = evidence if evidence is not None else gather_evidence(request, product)
+        conv = [{"from": "human", "value": explain_prompt(request, product, evidence)}]
+        stop = threading.Event()
+        sources = [h.title for h in evidence.history]
+        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop)
+        said, reasons = yield from checked_stream(pieces, product, request, sources, stop)
+        if said.strip():
+            used = [f"{t.kind}: {t.value}" for t in check(said, product, request=request, sources=sources).supported]
+            reason = ("grounding: " + "; ".join(reasons) + " (stopped after the checked part)") if reasons else None
+            return Rationale(text=said.strip(), facts_used=used, backend=self.backend, fallback_reason=reason)
+        out = self.fallback.explain(request, product, evidence)
+        out.fallback_reason = "grounding: " + "; ".join(reasons) if reasons else "empty output"
+        yield out.text
+        return out
+
+    def answer_stream(self, question: str, product: Product) -> Gen[str, None, str]:
+        """A shopper's question about the item, answered by the model from its photo and facts (the
+        tuned 'question' turn), checked clause by clause; returns what was sent ("" = nothing passed)."""
+        conv = [{"from": "human", "value": human_turn(Task("question", [product], question=question), image=True)}]
+        stop = threading.Event()
+        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop)
+        said, _ = yield from checked_stream(pieces, product, None, [], stop)
+        return said.strip()
 
     def _checked(self, text: str, request: str, product: Product, evidence: Evidence) -> Rationale:
         """The model's text through synth_data's one check-and-fallback path (`settle`)."""

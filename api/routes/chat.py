@@ -1,8 +1,12 @@
 """OpenAI-compatible chat completions (streaming SSE and not), so existing chat clients and the
-`openai` package talk to whyrec. The answer is grounded (see api.chat), never sampled."""
+`openai` package talk to whyrec. Answers are grounded (see api.chat). With a model explainer the
+words stream out as the model writes them; template text goes out in pieces of a few words. The
+`whyrec` object (products named, how the turn was understood, the state) rides on the response and
+on the last chunk of a stream, where the official client keeps it in `model_extra`."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Iterator
@@ -41,27 +45,37 @@ async def chat_completions(body: ChatCompletionIn, engine: Engine = Depends(get_
     created = int(time.time())
     model = body.model or settings.chat_model
     prompt_tokens = sum(len(m.text().split()) for m in body.messages)
-    completion_tokens = len(result.text.split())
-    extra = {"kind": result.kind, "products": result.products, "grounding": result.grounding}
     if body.stream:
-        return StreamingResponse(_sse(cid, created, model, result.text, extra), media_type="text/event-stream",
+        return StreamingResponse(_sse(cid, created, model, result), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    text = await run_in_threadpool(lambda: result.text)  # a model may be writing: not on the event loop
+    completion_tokens = len(text.split())
     return ChatCompletionOut(id=cid, created=created, model=model,
-                             choices=[ChatChoice(index=0, message=ChatChoiceMessage(content=result.text), finish_reason="stop")],
+                             choices=[ChatChoice(index=0, message=ChatChoiceMessage(content=text), finish_reason="stop")],
                              usage=ChatUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                             total_tokens=prompt_tokens + completion_tokens), whyrec=extra)
+                                             total_tokens=prompt_tokens + completion_tokens), whyrec=result.extra())
 
 
-def _sse(cid: str, created: int, model: str, text: str, extra: dict) -> Iterator[str]:
+def _sse(cid: str, created: int, model: str, result: chat.ChatAnswer) -> Iterator[str]:
+    """chat.completion.chunk events as the answer's pieces come (starlette runs this in a thread)."""
     def event(delta: dict, finish: str | None = None, **more) -> str:
         chunk = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **more}
         return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
     yield event({"role": "assistant", "content": ""})
-    words = text.split(" ")
-    for i in range(0, len(words), 4):  # a few words per chunk, as a model would stream tokens
-        piece = " ".join(words[i : i + 4])
-        yield event({"content": piece if i == 0 else " " + piece})
-    yield event({}, "stop", whyrec=extra)
+    for piece in result.stream():
+        for part in _split(piece):
+            yield event({"content": part})
+    yield event({}, "stop", whyrec=result.extra())
     yield "data: [DONE]\n\n"
+
+
+def _split(piece: str, words: int = 4) -> Iterator[str]:
+    """A long template piece in chunks of a few words (model tokens are short and pass through whole)."""
+    tokens = re.findall(r"\S+\s*|\s+", piece)
+    if len(tokens) <= words:
+        yield piece
+        return
+    for i in range(0, len(tokens), words):
+        yield "".join(tokens[i : i + words])
