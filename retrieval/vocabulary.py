@@ -578,9 +578,15 @@ class _PartBuilder:
 
     def new_value(self, kind: str, value: str) -> None:
         phrases = [value]
-        if "," in value:  # "rug, flatwoven" is also said "flatwoven rug"
-            head, _, rest = value.partition(",")
+        if ", " in value:  # "rug, flatwoven" is also said "flatwoven rug"
+            head, _, rest = value.partition(", ")
             phrases.append(f"{rest.strip()} {head.strip()}")
+        if kind == "product_type":  # "Watches" is also said "watch"
+            for ph in list(phrases):
+                words = ph.split()
+                sing = _singular(words[-1]) if words else None
+                if sing:
+                    phrases.append(" ".join(words[:-1] + [sing]))
         self.part.values.setdefault(kind, {}).setdefault(value, phrases)
 
     def read_value(self, kind: str, raw: str) -> list[list[str]]:
@@ -640,11 +646,11 @@ class _PartBuilder:
         "rug, flatwoven" is a rug, "bookcase with glass door" is a bookcase."""
         values = self.part.values.get("product_type", {})
         for value in list(values):
-            head = value.partition(",")[0] if "," in value else re.split(r"\b(?:with|for|of|and|in)\b", value)[0]
-            words = tokens(head)
+            head = value.partition(", ")[0]
+            words = tokens(re.split(r"\b(?:with|for|of|and|in)\b", head)[0])
             if not words:
                 continue
-            noun = words[-1] if "," not in value else " ".join(words)
+            noun = words[-1]
             if noun == value:
                 continue
             forms = {noun}
