@@ -367,9 +367,8 @@ class Searcher:
             raise ValueError("query must not be empty")
         settings = self.settings(ranker)
         allowed = self.filter_mask(parse_filters(filters))
-        need_dense = settings.w_dense > 0
-        qvec = self.query_vector(q.text) if need_dense else None
-        return self._rank(qvec, q, k, allowed, settings)
+        # the dense top-N are always candidates, so every ranker fills k even when words and facts match few items
+        return self._rank(self.query_vector(q.text), q, k, allowed, settings)
 
     def _image_settings(self) -> FusionSettings:
         return FusionSettings("linear", 1.0, 0.0, self.cfg.attribute_weight)

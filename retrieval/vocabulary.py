@@ -474,7 +474,7 @@ class Vocabulary:
     # ------------------------------------------------------------------ catalog
     @classmethod
     def from_catalog(cls, catalog: Catalog, pack: str = "en", embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-                     max_share: float = 0.2, min_share_max: int = 60, similarity_threshold: float = 0.65) -> "Vocabulary":
+                     max_share: float = 0.05, min_share_max: int = 60, similarity_threshold: float = 0.65) -> "Vocabulary":
         """The pack extended with `catalog`'s own categorical values (see module doc). `embed` (the
         text tower) embeds the product-type values once, for reading unknown words by similarity."""
         base = cls(pack)
@@ -486,7 +486,7 @@ class Vocabulary:
                 if isinstance(value, str) and value.strip():
                     distinct.setdefault(key, {}).setdefault(value.strip(), 0)
                     distinct[key][value.strip()] += 1
-        limit = max(min_share_max, int(max_share * n))
+        limit = max(min_share_max, min(500, int(max_share * n)))
         for key, vals in distinct.items():
             kind = base.column_kinds.get(_column_key(key))
             words = np.mean([len(v.split()) for v in vals]) if vals else 0
@@ -494,7 +494,10 @@ class Vocabulary:
                 continue
             if kind is None and (len(vals) > limit or words > 4 or all(any(c.isdigit() for c in v) for v in vals)):
                 continue  # free text or ids, not categories
-            columns[key] = kind or re.sub(r"[^a-z0-9_]", "_", key.lower())
+            if kind is None:
+                kind = re.sub(r"[^a-z0-9_]", "_", key.lower())
+                kind = kind + "_column" if kind in base.base_kinds else kind  # H&M's "department" is not an audience
+            columns[key] = kind
         if "product_type" not in columns.values() and any(p.category for p in catalog.products):
             columns["category"] = "product_type"
         part = CatalogPart(columns=columns, pack=pack, similarity_threshold=similarity_threshold,

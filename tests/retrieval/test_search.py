@@ -163,8 +163,13 @@ def test_k_beyond_the_candidate_pool_still_returns_k(demo_searcher):
 def test_negation_does_not_swallow_the_next_words(demo_searcher):
     hits = demo_searcher.search("dress without sleeves in black", k=5)
     assert all("black" in demo_searcher.vocab.item_values(demo_searcher.catalog[h.id])["colour"] for h in hits)
+    values = {i: demo_searcher.vocab.item_values(demo_searcher.catalog[i]) for i in demo_searcher.catalog.ids}
+    wanted = {i for i, v in values.items() if "black" in v["colour"] and "trousers" in v["product_type"] and "slim" not in v["fit"]}
+    assert wanted
     hits = demo_searcher.search("not too tight black trousers", k=5)
-    assert sum("black" in demo_searcher.vocab.item_values(demo_searcher.catalog[h.id])["colour"] for h in hits) >= 4
+    n = min(5, len(wanted))
+    assert {h.id for h in hits[:n]} <= wanted  # the black trousers that are not slim come first
+    assert not any("slim" in values[h.id]["fit"] for h in hits)
 
 
 def test_cli_fit_fusion_rewrites_the_report(demo_config, tmp_path):
