@@ -333,7 +333,13 @@ class Searcher:
                 violates |= hit
             else:
                 fact += w * c[rows]
-        if named:
+        if query is not None and query.excluded_words:
+            # words a negation covers ("without sleeves"): an item whose text says all of them counts as
+            # breaking a description-read value
+            says = np.logical_and.reduce([self.lexical.scores([w])[rows] > 0 for w in query.excluded_words])
+            fact -= self.cfg.text_fact_credit * says
+            weights.append(self.cfg.text_fact_credit)
+        if weights:
             fact /= sum(weights)
         return Signals(rows, dense.astype(np.float32), bm25, fact, violates)
 

@@ -40,7 +40,7 @@ NULL_VALUES = frozenset({"", "unknown", "undefined", "other", "n/a", "na", "none
 # columns whose values are not facts a shopper names (ids, free text, sources)
 _SKIP_COLUMNS = frozenset({"id", "title", "name", "description", "desc", "size", "sizes", "price", "image", "images", "url",
                            "brand", "sku", "ean", "rooms", "image_group", "group_id", "year"})
-_SPLIT_RE = re.compile(r"\s*(?:[,/&|+;]|\band\b|(?<=[a-zà-ÿ])-(?=[a-zà-ÿ]))\s*")
+_SPLIT_RE = re.compile(r"\s*(?:[,/&|+;]|\band\b)\s*")
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,7 @@ class Vocabulary:
         self.part_nouns = frozenset(pack.get("part_nouns", []))
         self.modifier_part_nouns = frozenset(pack.get("modifier_part_nouns", []))
         self.split_kinds = frozenset(pack.get("split_kinds", []))
+        self.weak_heads = frozenset(pack.get("weak_heads", []))
         self.column_kinds = {col: kind for kind, cols in (pack.get("columns") or {}).items() for col in cols}
         self.fallback_columns: dict[str, list[str]] = pack.get("fallback_columns") or {
             "colour": ["colour", "colour_master"], "product_type": ["product_type"], "pattern": ["pattern"],
@@ -277,10 +278,21 @@ class Vocabulary:
                 if content:
                     free.append((i, w))
             i += 1
+        out = self._compound_heads(out, toks)
         if similar and self.embed is not None and self.vectors is not None and self.part is not None:
             out = self._similar_terms(toks, out, free, kinds)
         used = {p for t in out if t.similarity is not None for p in range(t.start, t.start + len(t.phrase.split()))}
         return out, [w for p, w in free if p not in used], negated_words
+
+    def _compound_heads(self, terms: list[Term], toks: list[str]) -> list[Term]:
+        """Of adjacent product words only the last names the product ("glass vase" is a vase, "shirt
+        dress" a dress); a weak last word ("set", "pair") leaves the product to the word before."""
+        types = sorted({(t.start, len(t.phrase.split())) for t in terms if t.kind == "product_type"})
+        drop: set[int] = set()
+        for (s1, n1), (s2, n2) in zip(types, types[1:]):
+            if s1 + n1 == s2:
+                drop.add(s2 if " ".join(toks[s2: s2 + n2]) in self.weak_heads else s1)
+        return [t for t in terms if not (t.kind == "product_type" and t.start in drop)]
 
     def _modifies_next(self, hits: list[tuple[str, str]], toks: list[str], nxt: int) -> bool:
         """A catalog product word right before an unknown noun modifies it ("kitchen spices" are not a
@@ -613,6 +625,13 @@ class _PartBuilder:
             out.append([kind, whole])
         else:
             parts = [x for x in _SPLIT_RE.split(raw_l) if x] if kind in self.base.split_kinds else [raw_l]
+            if kind in self.base.split_kinds:  # "black-brown" is two colours, "high-gloss white" is not
+                split = []
+                for x in parts:
+                    halves = x.split("-")
+                    known = len(halves) > 1 and all(self.base._table.get(tuple(tokens(h))) for h in halves)
+                    split.extend(halves if known else [x])
+                parts = split
             if kind == "product_type" and "|" in raw_l:
                 parts = [x.strip() for x in raw_l.split("|") if x.strip()]
             for part in parts:
@@ -656,6 +675,15 @@ class _PartBuilder:
             noun = words[-1]
             if noun == value:
                 continue
+            phrase = " ".join(words)
+            if len(words) > 1 and phrase != value:  # the multiword head is a family too, inside the noun's
+                fam2 = self.base._exact("product_type", phrase) or phrase
+                members = self.part.families.setdefault("product_type", {}).setdefault(fam2, [])
+                if value not in members:
+                    members.append(value)
+                if fam2 not in self.base.synonyms.get("product_type", {}):
+                    self.part.values.setdefault("product_type", {}).setdefault(fam2, [fam2])
+                value = fam2
             forms = {noun}
             sing = _singular(noun)
             if sing:
