@@ -253,6 +253,7 @@ class Vocabulary:
                     break
             if hits and i + hit_n < len(toks) and (toks[i + hit_n] in self.modifier_part_nouns or self._modifies_next(hits, toks, i + hit_n)):
                 hits = [h for h in hits if h[0] != "product_type"]  # "cap sleeves": a part, not a cap
+                hit_n = hit_n if hits else 0  # ... and "cap" stays a free word
             hits = [h for h in hits if h[0] in kinds]
             if hits:
                 negated = neg in ("seek", "free")

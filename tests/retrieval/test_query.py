@@ -35,7 +35,7 @@ def test_negation_ends_where_the_negated_phrase_ends():
 
 def test_a_product_word_before_a_part_noun_is_a_modifier():
     q = read_query("shirt with cap sleeves")
-    assert q.values("product_type") == ["shirt"]
+    assert q.values("product_type") == ["shirt"] and q.lexical_words == ["shirt", "cap", "sleeves"]
 
 
 def test_one_reader_for_queries_and_claims():
