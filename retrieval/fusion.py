@@ -99,7 +99,7 @@ def grid() -> list[FusionSettings]:
     """The settings `fit_fusion` tries (the fixed rankers among them)."""
     out = list(FIXED.values())
     for wb in (0.0, 0.1, 0.25, 0.5, 1.0, 2.0):
-        for wf in (0.0, 0.25, 0.5, 1.0, 2.0):
+        for wf in (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0):
             out.append(FusionSettings("linear", 1.0, wb, wf))
     for k in (5.0, 20.0, 60.0):
         for wd in (0.0, 0.5, 1.0):
