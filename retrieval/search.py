@@ -499,7 +499,6 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
     vectors = item_vectors(encoder, catalog, icfg.item_vectors)
     meta = {"encoder": ecfg.name, "heads": ecfg.heads, "item_vectors": icfg.item_vectors.__dict__, "catalog": ccfg.dir, "command": command}
     index = VectorIndex.build(vectors, catalog.ids, icfg.params, meta)
-    index.save(icfg.dir)
     t0 = time.time()
     vocab = Vocabulary.from_catalog(catalog, scfg.language, embed=text_embedder(encoder), similarity_threshold=scfg.similarity_threshold)
     vocab.save(icfg.dir)
@@ -511,10 +510,15 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
     log.info("vocabulary in %.1fs, BM25 in %.1fs, saved beside the index at %s", t_vocab, lexical.build_seconds, icfg.dir)
     if scfg.fit_fusion:
         searcher = Searcher(catalog, encoder, index, scfg, vocab, lexical)
-        report = fit_fusion(searcher, scfg.fusion_queries)
-        save_report(report, icfg.dir)
-        index.meta["fusion_seconds"] = report["seconds"]
-        index.meta["fusion"] = report["settings"]
+        try:
+            report = fit_fusion(searcher, scfg.fusion_queries)
+        except ValueError as e:  # e.g. a catalog without product types: search then uses rrf
+            log.warning("fusion not fitted: %s", e)
+        else:
+            save_report(report, icfg.dir)
+            index.meta["fusion_seconds"] = report["seconds"]
+            index.meta["fusion"] = report["settings"]
+    index.save(icfg.dir)
     return index
 
 
