@@ -514,6 +514,7 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
             report = fit_fusion(searcher, scfg.fusion_queries)
         except ValueError as e:  # e.g. a catalog without product types: search then uses rrf
             log.warning("fusion not fitted: %s", e)
+            (Path(icfg.dir) / "fusion.json").unlink(missing_ok=True)  # never keep another build's weights
         else:
             save_report(report, icfg.dir)
             index.meta["fusion_seconds"] = report["seconds"]
