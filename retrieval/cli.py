@@ -36,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     idx = sub.add_parser("index", help="build the FAISS index").add_subparsers(dest="index_command", required=True, metavar="ACTION")
     b = idx.add_parser("build", help="encode the catalog and build the index")
     b.add_argument("--config", required=True)
+    b.add_argument("--no-fit-fusion", action="store_true", help="skip fitting the fusion weights (rankers then default to rrf)")
     b.set_defaults(func=cmd_index_build)
+    ff = idx.add_parser("fit-fusion", help="fit the dense/BM25/facts fusion of a built index from pseudo-queries (no labels)")
+    ff.add_argument("--config", required=True)
+    ff.add_argument("--queries", type=int, help="pseudo-queries to write (default: search.fusion_queries)")
+    ff.set_defaults(func=cmd_index_fit_fusion)
 
     s = sub.add_parser("search", help="search the index with text and/or an image")
     s.add_argument("query", nargs="?", default=None, help="shopper's words")
@@ -46,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE", help="category=..., colour=..., price=MIN..MAX")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--queries", help="file with one query per line; answers each as one JSON line")
+    s.add_argument("--ranker", choices=["dense", "facts", "bm25", "rrf", "fitted"], help="default: fitted when fitted, else rrf")
     s.set_defaults(func=cmd_search)
 
 
@@ -110,8 +116,24 @@ def cmd_encoder_train(args) -> int:
 def cmd_index_build(args) -> int:
     from retrieval.search import build_index
 
-    index = build_index(args.config, command="whyrec " + shlex.join(sys.argv[1:]))
-    print(json.dumps({k: index.meta[k] for k in ("factory", "n", "dim", "build_seconds", "recall_at_10")}))
+    from retrieval.config import load_yaml
+
+    cfg = load_yaml(args.config)
+    if args.no_fit_fusion:
+        cfg.setdefault("search", {})["fit_fusion"] = False
+    index = build_index(cfg, command="whyrec " + shlex.join(sys.argv[1:]))
+    keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fusion_seconds", "fusion")
+    print(json.dumps({k: index.meta[k] for k in keys if k in index.meta}))
+    return 0
+
+
+def cmd_index_fit_fusion(args) -> int:
+    from retrieval.search import fit_index_fusion
+
+    if args.queries is not None and args.queries < 10:
+        raise ValueError("--queries must be at least 10")
+    report = fit_index_fusion(args.config, args.queries)
+    print(json.dumps({k: report[k] for k in ("settings", "fit_score", "held_out_scores", "queries", "seconds")}))
     return 0
 
 
@@ -134,7 +156,7 @@ def cmd_search(args) -> int:
             raise FileNotFoundError(f"queries file {path} not found")
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
-                hits = searcher.search(line.strip(), args.k, filters)
+                hits = searcher.search(line.strip(), args.k, filters, ranker=args.ranker)
                 print(json.dumps({"query": line.strip(), "results": _hits_json(hits)}, ensure_ascii=False), flush=True)
         return 0
     if args.image:
@@ -142,7 +164,7 @@ def cmd_search(args) -> int:
             raise FileNotFoundError(f"image {args.image} not found")
         hits = searcher.search_image(args.image, args.k, filters, text=args.query)
     else:
-        hits = searcher.search(args.query, args.k, filters)
+        hits = searcher.search(args.query, args.k, filters, ranker=args.ranker)
     if args.json:
         print(json.dumps({"query": args.query, "image": args.image, "results": _hits_json(hits)}, ensure_ascii=False))
         return 0

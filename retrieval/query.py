@@ -1,18 +1,21 @@
 """The one query reader: shopper text -> a `Query`.
 
 Search, the grounding checker, explainers and chat all take a `Query` (or read text through
-`read_query`), so a phrase means the same thing everywhere and nothing re-parses the text.
+`read_query` / `read_terms`), so a phrase means the same thing everywhere and nothing re-parses
+the text. Pass the catalog's vocabulary (`Searcher.vocab`, or `searcher.read(text)`) to read with
+the catalog's own values; without one the default vocabulary (the language pack alone) is used.
 
 A `Query` holds the attribute values the text names (wanted and negated, as vocabulary `Term`s),
-price bounds ("under 20", "between 10 and 30"), and the free words no term consumed (what BM25
-and the dense encoder still need). Its `text` is what the encoders embed.
+price bounds ("under 20", "between 10 and 30"), the free words no term consumed, and the free
+words a negation covers ("without sleeves"). Its `text` is what the encoders embed; `lexical_words`
+is what BM25 matches (every wanted word, none of the negated ones).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
 
-from retrieval.vocabulary import KINDS, NEGATIONS, Term, extract_terms, tokens
+from retrieval.vocabulary import DEFAULT, Term, Vocabulary, tokens
 
 # price phrases: "under 20", "below $30", "less than 20", "over 50", "more than 10", "between 10 and 20", "10-20 euros"
 _NUM = r"[$€£]?\s*(\d+(?:[.,]\d+)?)\s*(?:[$€£]|euros?\b|eur\b|usd\b|dollars?\b|pounds?\b|gbp\b|sek\b|kr\b)?"
@@ -21,10 +24,7 @@ PRICE_PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\b(?:under|below|less than|cheaper than|max(?:imum)?|at most|up to|no more than|<=?)\s*" + _NUM, re.I), "max"),
     (re.compile(r"\b(?:over|above|more than|at least|min(?:imum)?|>=?)\s*" + _NUM, re.I), "min"),
 ]
-STOPWORDS = frozenset("""a an the and or of for to in on with me my i im i'm you your some any something anything looking
-look need want wanted would like please show find get give have has is are be it its this that these those one ones
-which what who how do does can could should will just also very really more most than them they there here
-""".split())
+STOPWORDS = DEFAULT.stopwords
 
 
 def _num(s: str) -> float:
@@ -40,6 +40,7 @@ class Query:
     price_min: float | None = None
     price_max: float | None = None
     words: tuple[str, ...] = field(default=())  # free words: tokens no term or price phrase consumed, stop words dropped
+    excluded_words: tuple[str, ...] = field(default=())  # free words a negation covers ("without sleeves")
 
     @property
     def wanted(self) -> list[Term]:
@@ -50,11 +51,19 @@ class Query:
         return [t for t in self.terms if t.negated]
 
     def values(self, kind: str, negated: bool = False) -> list[str]:
-        """The canonical values of one kind the query wants (or, with `negated`, excludes)."""
+        """The values of one kind the query wants (or, with `negated`, excludes)."""
         return [t.value for t in self.terms if t.kind == kind and t.negated == negated]
 
     def with_text(self, text: str) -> "Query":
         return replace(self, text=text)
+
+    @property
+    def lexical_words(self) -> list[str]:
+        """The words a lexical retriever should match: wanted phrases and free words, in text order."""
+        out: list[tuple[int, str]] = [(t.start, t.phrase) for t in self.wanted]
+        seen = {w for _, p in out for w in p.split()}
+        out += [(10**6, w) for w in self.words if w not in seen]
+        return [w for _, p in sorted(out, key=lambda x: x[0]) for w in p.split()]
 
 
 def read_price(text: str) -> tuple[float | None, float | None, list[tuple[int, int]]]:
@@ -76,14 +85,24 @@ def read_price(text: str) -> tuple[float | None, float | None, list[tuple[int, i
     return lo, hi, spans
 
 
-def read_query(text: str, kinds: tuple[str, ...] = KINDS) -> Query:
-    """Read shopper text into a `Query`."""
+def read_terms(text: str, vocab: Vocabulary | None = None, kinds: tuple[str, ...] | None = None) -> list[Term]:
+    """The attribute terms of `text` (no price reading; token positions as `tokens(text)`): what the
+    grounding checker judges, read the same way a shopper's query is."""
+    return (vocab or DEFAULT).extract_terms(text, kinds)
+
+
+def read_query(text: str, kinds: tuple[str, ...] | None = None, vocab: Vocabulary | None = None, similar: bool = True) -> Query:
+    """Read shopper text into a `Query`. With a catalog `vocab` that has the text tower attached,
+    words the catalog does not use are matched to its values by similarity (`similar`)."""
     text = text or ""
+    vocab = vocab or DEFAULT
     lo, hi, spans = read_price(text)
     rest = text
     for s, e in sorted(spans, reverse=True):
         rest = rest[:s] + " " + rest[e:]
-    terms = tuple(extract_terms(rest, kinds))
-    used = {i for t in terms for i in range(t.start, t.start + len(tokens(t.phrase)))}
-    words = tuple(w for i, w in enumerate(tokens(rest)) if i not in used and w not in STOPWORDS and w not in NEGATIONS and not w.isdigit())
-    return Query(text=text, terms=terms, price_min=lo, price_max=hi, words=words)
+    terms, free, negated_words = vocab.read(rest, kinds, similar=similar)
+    words = tuple(w for w in free if w not in vocab.stopwords and w not in vocab.negations and not w.isdigit())
+    return Query(text=text, terms=tuple(terms), price_min=lo, price_max=hi, words=words, excluded_words=tuple(negated_words))
+
+
+__all__ = ["Query", "read_query", "read_terms", "read_price", "tokens", "STOPWORDS", "PRICE_PATTERNS"]

@@ -1,16 +1,24 @@
-"""Search and recommendation over an index: dense retrieval fused late with query understanding.
+"""Search and recommendation over an index: dense, lexical (BM25) and catalog-fact retrieval, fused.
 
-A query is read twice: the encoder turns it into a vector, and the vocabulary picks out the
-attribute values it names (colour, type, pattern, department, material, fit, with synonyms and
-negation). Candidates are the dense top-N plus the items that match every named value; each is
-scored `dense + attribute_weight * fact`, where `fact` is the kind-weighted share of named values
-the item backs (1 for a structured attribute, `text_fact_credit` for a word only its description
-uses; a violated negation counts -1). Dense similarity alone misses colour and pattern words
-(navy, lace, polka dot); facts alone cannot rank within a match.
+A query is read once, through the catalog's vocabulary (`retrieval.query.read_query` with
+`Searcher.vocab`): the attribute values it names (colour, type, pattern, material, the catalog's
+own columns, with synonyms, negation and similarity for unknown words), price bounds and free
+words. Candidates are the dense top-N, the BM25 top-N and the items that match every named value;
+each has a dense cosine, a BM25 score and a fact score (the kind-weighted share of named values the
+item backs: 1 for a structured attribute, `text_fact_credit` for a word only its description uses;
+a violated negation counts -1). `retrieval.fusion` turns the three into one ranking: `dense`,
+`facts`, `bm25` alone, `rrf` (reciprocal rank fusion, the label-free default) or `fitted` (the
+settings `whyrec index fit-fusion` chose for this catalog from pseudo-queries, saved beside the
+index).
+
+Beside the vector index (`index.dir`): `vocabulary.json` (+ `vocabulary_vectors.npy`), the BM25
+index (`lexical/`) and `fusion.json`, all written atomically.
 """
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,9 +28,11 @@ import numpy as np
 from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
 from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, item_vectors, l2_normalise
+from retrieval.fusion import FIXED, RANKERS, FusionSettings, Signals, fit_fusion, fuse, load_settings, save_report
 from retrieval.index import IndexParams, VectorIndex
+from retrieval.lexical import LexicalIndex
 from retrieval.query import Query, read_query
-from retrieval.vocabulary import Term, accepts, canonical, item_values
+from retrieval.vocabulary import Term, Vocabulary, tokens
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +57,11 @@ class IndexConfig:
 
 @dataclass
 class SearchConfig:
-    """`search:` section: late fusion and personalisation weights."""
+    """`search:` section: retrieval, fusion and personalisation settings."""
 
-    attribute_weight: float = 1.0  # 0 = dense only
-    candidates: int = 200  # dense candidates re-scored per query
+    ranker: str | None = None  # dense | facts | bm25 | rrf | fitted; None = fitted when fusion.json exists, else rrf
+    attribute_weight: float = 1.0  # image/history search: score = dense + attribute_weight * facts (0 = dense only)
+    candidates: int = 200  # dense and BM25 candidates per query (at least k)
     max_fact_candidates: int = 50_000  # items matching every named value, added to the candidates
     history_half_life: float = 5.0  # purchases: weight halves every this many newer purchases
     query_weight: float = 0.5  # recommend with a query: share of the query vector
@@ -58,13 +69,23 @@ class SearchConfig:
     family_credit: float = 0.8  # "green" asked, a khaki item: a family member counts less than the value itself
     # fit and material are preferences; type, colour, pattern and department decide what is asked for
     kind_weights: dict = field(default_factory=lambda: {"material": 0.5, "fit": 0.3})
+    extra_kind_weight: float = 0.5  # a value of a catalog column the language pack does not know (usage, room, ...)
+    similarity_weight: float = 0.8  # a product type read by the text tower's similarity, not by a phrase
+    language: str = "en"  # language pack (retrieval/vocabulary_data/<language>.yaml)
+    similarity_threshold: float = 0.65  # cosine for reading an unknown word as a catalog value
+    fit_fusion: bool = True  # fit the fusion weights as part of `whyrec index build`
+    fusion_queries: int = 300  # pseudo-queries written for fitting
+
+    def __post_init__(self):
+        if self.ranker is not None and self.ranker not in RANKERS:
+            raise ValueError(f"search.ranker must be one of {list(RANKERS)}, not {self.ranker!r}")
 
 
 @dataclass
 class Filters:
     """Metadata filters; every set field must hold."""
 
-    category: str | None = None  # matches any level of the category path, case-insensitive
+    category: str | None = None  # whole levels of the category path ("Menswear", "Menswear > Shoes"), case-insensitive
     colour: str | None = None  # a colour word (family words like "blue" include dark/light blue)
     price_min: float | None = None
     price_max: float | None = None
@@ -80,6 +101,8 @@ class Hit:
     dense: float
     matched: list[str] = field(default_factory=list)  # query phrases this item's facts back
     because: str | None = None  # recommend: the history item it is most like
+    bm25: float = 0.0  # lexical score (0 when the item's text shares no query word)
+    facts: float = 0.0  # fact score in [-1, 1]
 
 
 def parse_filters(specs: Sequence[str] | dict | Filters | None) -> Filters:
@@ -111,9 +134,13 @@ def parse_filters(specs: Sequence[str] | dict | Filters | None) -> Filters:
 
 
 class Searcher:
-    """Text, image, similar-item and history-based retrieval over one catalog and its index."""
+    """Text, image, similar-item and history-based retrieval over one catalog and its index.
 
-    def __init__(self, catalog: Catalog, encoder, index: VectorIndex, cfg: SearchConfig | None = None):
+    `vocab` is the catalog's vocabulary (what `read` reads queries with; chat and grounding may use
+    it too), `lexical` the BM25 index, `fusion` the fitted settings (None when never fitted)."""
+
+    def __init__(self, catalog: Catalog, encoder, index: VectorIndex, cfg: SearchConfig | None = None,
+                 vocab: Vocabulary | None = None, lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None):
         missing = [i for i in index.ids if i not in catalog]
         if missing:
             raise ValueError(f"index holds {len(missing)} ids the catalog lacks (e.g. {missing[:3]}); rebuild the index")
@@ -125,21 +152,44 @@ class Searcher:
         self.cfg = cfg or SearchConfig()
         self.products: list[Product] = [catalog.by_id[i] for i in index.ids]
         self._histories: dict[str, list[str]] | None = None
+        if vocab is None:
+            vocab = Vocabulary.from_catalog(Catalog(self.products), self.cfg.language, embed=text_embedder(encoder),
+                                            similarity_threshold=self.cfg.similarity_threshold)
+        elif vocab.embed is None:
+            vocab.embed = text_embedder(encoder)
+        self.vocab = vocab
+        if lexical is None:
+            lexical = LexicalIndex.build(self.products)
+        if lexical.ids != list(index.ids):
+            raise ValueError("the lexical index and the vector index hold different items; rebuild the index")
+        self.lexical = lexical
+        self.fusion = fusion
         self._build_fact_tables()
 
     def _build_fact_tables(self) -> None:
         strong: dict[tuple[str, str], list[int]] = {}
         weak: dict[tuple[str, str], list[int]] = {}
+        self.structured_values: list[dict[str, set[str]]] = []
         for row, p in enumerate(self.products):
-            structured = item_values(p, text=False)
-            for kind, values in item_values(p).items():
+            structured = self.vocab.item_values(p, text=False)
+            self.structured_values.append(structured)
+            for kind, values in self.vocab.item_values(p).items():
                 for v in values:
-                    (strong if v in structured[kind] else weak).setdefault((kind, v), []).append(row)
+                    (strong if v in structured.get(kind, ()) else weak).setdefault((kind, v), []).append(row)
         self.strong_postings = {key: np.array(rows, dtype=np.int64) for key, rows in strong.items()}
         self.weak_postings = {key: np.array(rows, dtype=np.int64) for key, rows in weak.items()}
         self.prices = np.array([np.nan if p.price is None else p.price for p in self.products], dtype=np.float64)
-        self.category_paths = [" > ".join(p.category).lower() for p in self.products]
         self.colours = [p.colour.lower() for p in self.products]
+        self.title_tokens = [set(tokens(p.title)) for p in self.products]
+        # category filter: whole path levels, case-insensitive ("Men" never matches "Garment")
+        levels: dict[str, list[int]] = {}
+        self.category_paths: list[list[str]] = []
+        for row, p in enumerate(self.products):
+            path = [" ".join(level.lower().split()) for level in p.category]
+            self.category_paths.append(path)
+            for level in set(path):
+                levels.setdefault(level, []).append(row)
+        self.category_postings = {level: np.array(rows, dtype=np.int64) for level, rows in levels.items()}
 
     @classmethod
     def from_config(cls, config: str | Path | dict) -> "Searcher":
@@ -148,7 +198,29 @@ class Searcher:
         icfg = section(cfg, "index", IndexConfig)
         index = VectorIndex.load(icfg.dir, icfg.params)
         encoder = create_encoder(section(cfg, "encoder", EncoderConfig))
-        return cls(catalog, encoder, index, section(cfg, "search", SearchConfig))
+        vocab, lexical, fusion = load_search_artifacts(icfg.dir, index)
+        return cls(catalog, encoder, index, section(cfg, "search", SearchConfig), vocab, lexical, fusion)
+
+    # ------------------------------------------------------------------ reading
+    def read(self, text: str) -> Query:
+        """Read shopper text with this catalog's vocabulary (the one query reader, catalog-aware)."""
+        return read_query(text or "", vocab=self.vocab)
+
+    @property
+    def default_ranker(self) -> str:
+        if self.cfg.ranker:
+            return self.cfg.ranker
+        return "fitted" if self.fusion is not None else "rrf"
+
+    def settings(self, ranker: str | None = None) -> FusionSettings:
+        name = ranker or self.default_ranker
+        if name not in RANKERS:
+            raise ValueError(f"unknown ranker {name!r}; choose one of {list(RANKERS)}")
+        if name == "fitted":
+            if self.fusion is None:
+                raise ValueError("no fitted fusion for this index; run `whyrec index fit-fusion` or choose another ranker")
+            return self.fusion
+        return FIXED[name]
 
     # ------------------------------------------------------------------ facts
     def term_credit(self, term: Term) -> np.ndarray:
@@ -156,8 +228,12 @@ class Searcher:
         structured attribute, `text_fact_credit` for a description word, times `family_credit`
         when only a family member matches ("blue" asked, a dark blue item); else 0."""
         credit = np.zeros(len(self.products), np.float32)
-        for v in accepts(term.kind, term.value):
-            closeness = 1.0 if v == term.value else self.cfg.family_credit
+        exact = {term.value, *term.also}
+        accepted = set(self.vocab.accepts(term.kind, term.value))
+        for v in term.also:
+            accepted |= self.vocab.accepts(term.kind, v)
+        for v in accepted:
+            closeness = 1.0 if v in exact else self.cfg.family_credit
             for postings, source in ((self.weak_postings, self.cfg.text_fact_credit), (self.strong_postings, 1.0)):
                 rows = postings.get((term.kind, v))
                 if rows is not None:
@@ -168,15 +244,35 @@ class Searcher:
         """Items whose facts back the term's value at all (ignoring negation)."""
         return self.term_credit(term) > 0
 
+    def term_weight(self, term: Term) -> float:
+        w = float(self.cfg.kind_weights.get(term.kind, 1.0 if term.kind in self.vocab.base_kinds else self.cfg.extra_kind_weight))
+        return w * (self.cfg.similarity_weight if term.similarity is not None else 1.0)
+
+    def category_mask(self, category: str) -> np.ndarray:
+        """Items whose category path holds `category` as whole levels ("Menswear", or "Menswear > Shoes"
+        for consecutive levels), case-insensitive."""
+        wanted = [" ".join(level.lower().split()) for level in category.split(">") if level.strip()]
+        mask = np.zeros(len(self.products), bool)
+        if not wanted:
+            return mask
+        rows = self.category_postings.get(wanted[0], np.zeros(0, np.int64))
+        for level in wanted[1:]:
+            rows = np.intersect1d(rows, self.category_postings.get(level, np.zeros(0, np.int64)))
+        if len(wanted) > 1:
+            n = len(wanted)
+            rows = np.array([r for r in rows if any(self.category_paths[r][i: i + n] == wanted for i in range(len(self.category_paths[r])))],
+                            dtype=np.int64)
+        mask[rows] = True
+        return mask
+
     def filter_mask(self, filters: Filters) -> np.ndarray | None:
         if filters.is_empty():
             return None
         mask = np.ones(len(self.products), bool)
         if filters.category:
-            needle = filters.category.strip().lower()
-            mask &= np.array([needle in path for path in self.category_paths])
+            mask &= self.category_mask(filters.category)
         if filters.colour:
-            wanted = canonical("colour", filters.colour)
+            wanted = self.vocab.canonical("colour", filters.colour)
             if wanted is None:
                 mask &= np.array([c == filters.colour.strip().lower() for c in self.colours])
             else:
@@ -188,71 +284,116 @@ class Searcher:
         return mask
 
     # ------------------------------------------------------------------ ranking
-    def _rank(self, qvec: np.ndarray, terms: list[Term], k: int, allowed: np.ndarray | None, exclude: set[int] = frozenset()) -> list[Hit]:
+    def signals(self, query: Query | None, qvec: np.ndarray | None, k: int, allowed: np.ndarray | None,
+                exclude: set[int] = frozenset(), lexical: bool = True) -> Signals:
+        """The candidates of a query and their dense, BM25 and fact scores (see module doc)."""
         n = len(self.products)
-        k = max(1, min(int(k), n))
-        _, dense_ids = self.index.search(qvec, min(n, self.cfg.candidates + len(exclude)), allowed)
-        cand = {self.index.row[i] for i in dense_ids[0]}
-        named = list(terms)
+        want = min(n, max(self.cfg.candidates, int(k)) + len(exclude))
+        cand: set[int] = set()
+        if qvec is not None:
+            _, dense_ids = self.index.search(qvec, want, allowed)
+            cand.update(self.index.row[i] for i in dense_ids[0])
+        bm25_all = None
+        if lexical and query is not None:
+            words = query.lexical_words
+            if words:
+                bm25_all = self.lexical.scores(words)
+                if allowed is not None:
+                    bm25_all = np.where(allowed, bm25_all, 0.0)
+                nz = np.flatnonzero(bm25_all > 0)
+                if len(nz) > want:
+                    nz = nz[np.argpartition(-bm25_all[nz], want - 1)[:want]]
+                cand.update(nz.tolist())
+        named = list(query.terms) if query is not None else []
         credits = [self.term_credit(t) for t in named]
-        masks = [c > 0 for c in credits]
-        positive = [m for t, m in zip(named, masks) if not t.negated]
-        if positive and self.cfg.attribute_weight > 0:
+        positive = [c > 0 for t, c in zip(named, credits) if not t.negated]
+        if positive:
             full = np.logical_and.reduce(positive)
             if allowed is not None:
                 full &= allowed
             rows = np.flatnonzero(full)
-            if len(rows) > self.cfg.max_fact_candidates:  # keep the densest of a huge match set
+            if len(rows) > self.cfg.max_fact_candidates and qvec is not None:  # keep the densest of a huge match set
                 sims = np.asarray(self.index.vectors[rows]) @ qvec
                 rows = rows[np.argpartition(-sims, self.cfg.max_fact_candidates)[: self.cfg.max_fact_candidates]]
             cand.update(rows.tolist())
+        if qvec is None and not cand:  # nothing matched lexically or by facts: fall back to catalog order
+            cand.update(np.flatnonzero(allowed if allowed is not None else np.ones(n, bool))[:want].tolist())
         cand -= set(exclude)
-        if not cand:
-            return []
-        rows = np.fromiter(cand, dtype=np.int64)
-        dense = np.asarray(self.index.vectors[rows]) @ np.asarray(qvec, np.float32)
+        rows = np.fromiter(sorted(cand), dtype=np.int64, count=len(cand))
+        dense = np.asarray(self.index.vectors[rows], np.float32) @ np.asarray(qvec, np.float32) if qvec is not None and len(rows) \
+            else np.zeros(len(rows), np.float32)
+        bm25 = bm25_all[rows].astype(np.float32) if bm25_all is not None else np.zeros(len(rows), np.float32)
         fact = np.zeros(len(rows), np.float32)
-        weights = [float(self.cfg.kind_weights.get(t.kind, 1.0)) for t in named]
+        violates = np.zeros(len(rows), bool)
+        weights = [self.term_weight(t) for t in named]
         for t, c, w in zip(named, credits, weights):
-            fact += w * (-(c[rows] > 0).astype(np.float32) if t.negated else c[rows])
-        if named:
+            if t.negated:
+                hit = c[rows] > 0
+                fact -= w * hit
+                violates |= hit
+            else:
+                fact += w * c[rows]
+        if query is not None and query.excluded_words:
+            # words a negation covers ("without sleeves"): an item whose text says all of them counts as
+            # breaking a description-read value
+            says = np.logical_and.reduce([self.lexical.scores([w])[rows] > 0 for w in query.excluded_words])
+            fact -= self.cfg.text_fact_credit * says
+            weights.append(self.cfg.text_fact_credit)
+        if weights:
             fact /= sum(weights)
-        score = dense + self.cfg.attribute_weight * fact
+        return Signals(rows, dense.astype(np.float32), bm25, fact, violates)
+
+    def _rank(self, qvec: np.ndarray | None, query: Query | None, k: int, allowed: np.ndarray | None,
+              settings: FusionSettings, exclude: set[int] = frozenset()) -> list[Hit]:
+        n = len(self.products)
+        k = max(1, min(int(k), n))
+        sig = self.signals(query, qvec, k, allowed, exclude, lexical=settings.w_bm25 > 0)
+        if len(sig.rows) == 0:
+            return []
+        score = fuse(sig, settings)
         top = np.argsort(-score, kind="stable")[:k]
+        wanted = [t for t in (query.terms if query is not None else ()) if not t.negated]
+        masks = [self.term_mask(t) for t in wanted]
         hits = []
         for j in top:
-            row = int(rows[j])
-            matched = [t.phrase for t, m in zip(named, masks) if not t.negated and m[row]]
-            hits.append(Hit(self.index.ids[row], float(score[j]), float(dense[j]), matched))
+            row = int(sig.rows[j])
+            matched = list(dict.fromkeys(t.phrase for t, m in zip(wanted, masks) if m[row]))
+            hits.append(Hit(self.index.ids[row], float(score[j]), float(sig.dense[j]), matched, None, float(sig.bm25[j]), float(sig.facts[j])))
         return hits
 
     def query_vector(self, query: str) -> np.ndarray:
         return self.encoder.encode_text([query])[0]
 
     # ------------------------------------------------------------------ doors
-    def search(self, query: str | Query, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
-        """Items for a shopper's words (or a `Query` already read, e.g. chat's refined state)."""
-        q = query if isinstance(query, Query) else read_query(query or "")
+    def search(self, query: str | Query, k: int = 10, filters: Filters | dict | None = None, ranker: str | None = None) -> list[Hit]:
+        """Items for a shopper's words (or a `Query` already read, e.g. chat's refined state).
+        `ranker`: dense | facts | bm25 | rrf | fitted (None = the configured default)."""
+        q = query if isinstance(query, Query) else self.read(query or "")
         if not q.text.strip():
             raise ValueError("query must not be empty")
+        settings = self.settings(ranker)
         allowed = self.filter_mask(parse_filters(filters))
-        return self._rank(self.query_vector(q.text), list(q.terms), k, allowed)
+        # the dense top-N are always candidates, so every ranker fills k even when words and facts match few items
+        return self._rank(self.query_vector(q.text), q, k, allowed, settings)
+
+    def _image_settings(self) -> FusionSettings:
+        return FusionSettings("linear", 1.0, 0.0, self.cfg.attribute_weight)
 
     def search_image(self, image, k: int = 10, filters: Filters | dict | None = None, text: str | None = None) -> list[Hit]:
         """Items that look like an image (a path or PIL image), optionally steered by text."""
         q = self.encoder.encode_image([image])[0]
-        terms: list[Term] = []
+        query = None
         if text and text.strip():
             q = l2_normalise(q + self.query_vector(text))
-            terms = list(read_query(text).terms)
-        return self._rank(q, terms, k, self.filter_mask(parse_filters(filters)))
+            query = self.read(text)
+        return self._rank(q, query, k, self.filter_mask(parse_filters(filters)), self._image_settings())
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
         """Items closest to a catalog item (itself excluded)."""
         if item_id not in self.index.row:
             raise KeyError(f"unknown item id {item_id!r}")
         row = self.index.row[item_id]
-        return self._rank(self.index.vector(item_id), [], k, self.filter_mask(parse_filters(filters)), exclude={row})
+        return self._rank(self.index.vector(item_id), None, k, self.filter_mask(parse_filters(filters)), FIXED["dense"], exclude={row})
 
     def user_vector(self, history: Sequence[str]) -> np.ndarray:
         """Recency-weighted mean of the history's item vectors (history oldest first)."""
@@ -286,14 +427,14 @@ class Searcher:
         if unknown and len(unknown) == len(history):
             raise ValueError(f"unknown history item ids: {unknown[:5]}")
         u = self.user_vector(history)
-        terms: list[Term] = []
+        read = None
         q = u
         if query and query.strip():
             w = self.cfg.query_weight
             q = l2_normalise(w * self.query_vector(query) + (1 - w) * u)
-            terms = list(read_query(query).terms)
+            read = self.read(query)
         exclude = {self.index.row[i] for i in history if i in self.index.row} if exclude_history else set()
-        hits = self._rank(q, terms, k, self.filter_mask(parse_filters(filters)), exclude)
+        hits = self._rank(q, read, k, self.filter_mask(parse_filters(filters)), self._image_settings(), exclude)
         hist_ids = [i for i in dict.fromkeys(history) if i in self.index.row]
         hist_vecs = np.stack([self.index.vector(i) for i in hist_ids])
         for h in hits:
@@ -302,12 +443,55 @@ class Searcher:
         return hits
 
 
+def text_embedder(encoder):
+    """The text tower (MiniLM) as a function phrases -> unit vectors: the encoder's own when it has
+    one (lit), else a shared one loaded on first use."""
+    towers = getattr(encoder, "towers", None)
+    if towers is not None and hasattr(towers, "text"):
+        return lambda texts: towers.text.features(list(texts))
+    return _shared_text_tower
+
+
+_TEXT_TOWER = None
+
+
+def _shared_text_tower(texts):
+    global _TEXT_TOWER
+    if _TEXT_TOWER is None:
+        from retrieval.encoders.towers import TextTower
+
+        _TEXT_TOWER = TextTower()
+    return _TEXT_TOWER.features(list(texts))
+
+
+def load_search_artifacts(index_dir: str | Path, index: VectorIndex) -> tuple[Vocabulary | None, LexicalIndex | None, FusionSettings | None]:
+    """The vocabulary, BM25 index and fitted fusion saved beside an index (None for each that is
+    missing or stale; the Searcher then rebuilds the first two in memory and uses rrf)."""
+    vocab = lexical = fusion = None
+    try:
+        vocab = Vocabulary.load(index_dir)
+    except FileNotFoundError:
+        log.warning("no vocabulary beside the index at %s: reading it from the catalog now (run `whyrec index build`)", index_dir)
+    try:
+        lexical = LexicalIndex.load(index_dir)
+        if lexical.ids != list(index.ids):
+            log.warning("the BM25 index at %s is stale (other items than the vector index); rebuilding it in memory", index_dir)
+            lexical = None
+    except FileNotFoundError:
+        log.warning("no BM25 index beside the index at %s; building it in memory (run `whyrec index build`)", index_dir)
+    fusion = load_settings(index_dir)
+    return vocab, lexical, fusion
+
+
 def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
-    """`whyrec index build`: encode every catalog item (cached tower features) and save the index."""
+    """`whyrec index build`: encode every catalog item (cached tower features) and save the index,
+    then the catalog's vocabulary, the BM25 index and (unless `search.fit_fusion` is off) the fitted
+    fusion beside it."""
     cfg = config if isinstance(config, dict) else load_yaml(config)
     ccfg = section(cfg, "catalog", CatalogConfig)
     ecfg = section(cfg, "encoder", EncoderConfig)
     icfg = section(cfg, "index", IndexConfig)
+    scfg = section(cfg, "search", SearchConfig)
     catalog = Catalog.load(ccfg.dir)
     if len(catalog) == 0:
         raise ValueError(f"catalog at {ccfg.dir} is empty")
@@ -315,5 +499,35 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
     vectors = item_vectors(encoder, catalog, icfg.item_vectors)
     meta = {"encoder": ecfg.name, "heads": ecfg.heads, "item_vectors": icfg.item_vectors.__dict__, "catalog": ccfg.dir, "command": command}
     index = VectorIndex.build(vectors, catalog.ids, icfg.params, meta)
+    t0 = time.time()
+    vocab = Vocabulary.from_catalog(catalog, scfg.language, embed=text_embedder(encoder), similarity_threshold=scfg.similarity_threshold)
+    vocab.save(icfg.dir)
+    t_vocab = time.time() - t0
+    lexical = LexicalIndex.build(catalog.products)
+    lexical.save(icfg.dir)
+    index.meta["vocabulary_seconds"] = round(t_vocab, 2)
+    index.meta["bm25_seconds"] = lexical.build_seconds
+    log.info("vocabulary in %.1fs, BM25 in %.1fs, saved beside the index at %s", t_vocab, lexical.build_seconds, icfg.dir)
+    if scfg.fit_fusion:
+        searcher = Searcher(catalog, encoder, index, scfg, vocab, lexical)
+        try:
+            report = fit_fusion(searcher, scfg.fusion_queries)
+        except ValueError as e:  # e.g. a catalog without product types: search then uses rrf
+            log.warning("fusion not fitted: %s", e)
+            (Path(icfg.dir) / "fusion.json").unlink(missing_ok=True)  # never keep another build's weights
+        else:
+            save_report(report, icfg.dir)
+            index.meta["fusion_seconds"] = report["seconds"]
+            index.meta["fusion"] = report["settings"]
     index.save(icfg.dir)
     return index
+
+
+def fit_index_fusion(config: str | Path | dict, n_queries: int | None = None) -> dict:
+    """`whyrec index fit-fusion`: fit the fusion of an existing index again and save the report beside it."""
+    cfg = config if isinstance(config, dict) else load_yaml(config)
+    searcher = Searcher.from_config(cfg)
+    icfg = section(cfg, "index", IndexConfig)
+    report = fit_fusion(searcher, n_queries or searcher.cfg.fusion_queries)
+    save_report(report, icfg.dir)
+    return report

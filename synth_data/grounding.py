@@ -24,7 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from retrieval.catalog import Product
-from retrieval.vocabulary import FIT_PART_NOUNS, Term, accepts, extract_terms, item_values, matches, tokens
+from retrieval.query import read_terms as extract_terms  # the one reader, shared with search
+from retrieval.vocabulary import FIT_PART_NOUNS, Term, accepts, item_values, matches, tokens
 
 # Value groups that do not exclude one another; absence of the whole group means "not stated".
 FIBRES = frozenset({"cotton", "wool", "linen", "silk", "viscose", "polyester", "leather", "faux leather", "suede"})

@@ -19,3 +19,27 @@ def test_price_range_and_lower_bound():
 def test_excluded_values_are_not_wanted():
     q = read_query("a skirt, not black")
     assert q.values("colour", negated=True) == ["black"] and "black" not in q.values("colour")
+
+
+def test_negation_ends_where_the_negated_phrase_ends():
+    q = read_query("dress without sleeves in black")
+    assert q.values("colour") == ["black"] and q.values("product_type") == ["dress"]
+    assert q.excluded_words == ("sleeves",) and "sleeves" not in q.lexical_words
+    q = read_query("not too tight black jeans")
+    assert q.values("fit", negated=True) == ["slim"] and q.values("colour") == ["black"] and "jeans" in q.values("product_type")
+    q = read_query("a top with no lace or sequins, in red")
+    assert set(q.values("pattern", negated=True)) == {"lace", "sparkly"} and q.values("colour") == ["red"]
+    assert read_query("a dress not for kids").values("department", negated=True) == ["kids"]
+    assert read_query("not black but navy").values("colour") == ["dark blue"]
+
+
+def test_a_product_word_before_a_part_noun_is_a_modifier():
+    q = read_query("shirt with cap sleeves")
+    assert q.values("product_type") == ["shirt"] and q.lexical_words == ["shirt", "cap", "sleeves"]
+
+
+def test_one_reader_for_queries_and_claims():
+    from retrieval.query import read_terms
+
+    text = "a black dress, not red"
+    assert [(t.kind, t.value, t.negated) for t in read_terms(text)] == [(t.kind, t.value, t.negated) for t in read_query(text).terms]

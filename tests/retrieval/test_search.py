@@ -115,3 +115,72 @@ def test_cli_search_table_json_and_query_file(demo_config, tmp_path):
     assert all(len(a["results"]) == 4 and {"id", "score"} <= set(a["results"][0]) for a in answers)
     bad = run_cli("x", "--filter", "size=M", cfg_path=cfg_path)
     assert bad.returncode == 2 and "unknown filter" in bad.stderr
+
+
+# ---------------------------------------------------------------------- hybrid retrieval (issue 9) and bugs 1, 2, 8 (issue 10)
+def test_the_index_folder_holds_vocabulary_bm25_and_fitted_fusion(demo_config, demo_searcher):
+    import json as _json
+
+    index_dir = Path(demo_config["index"]["dir"])
+    assert (index_dir / "vocabulary.json").exists() and (index_dir / "lexical" / "ids.json").exists()
+    report = _json.loads((index_dir / "fusion.json").read_text())
+    assert report["queries"] >= 100 and report["seconds"] > 0 and set(report["held_out_scores"]) == {"dense", "facts", "bm25", "rrf", "fitted"}
+    assert report["held_out_scores"]["fitted"] > report["held_out_scores"]["dense"]
+    assert demo_searcher.vocab.part is not None and demo_searcher.default_ranker == "fitted"
+    assert demo_searcher.read("black dress") == demo_searcher.read("black dress")
+
+
+def test_every_ranker_answers_and_bm25_alone_ranks_by_words(demo_searcher):
+    for ranker in ("dense", "facts", "bm25", "rrf", "fitted"):
+        hits = demo_searcher.search("striped shirt", k=7, ranker=ranker)
+        assert len(hits) == 7 and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    top = demo_searcher.search("swimsuit", k=3, ranker="bm25")
+    assert all(h.bm25 > 0 and "swimsuit" in demo_searcher.catalog[h.id].title.lower() + demo_searcher.catalog[h.id].description.lower()
+               for h in top)
+    with pytest.raises(ValueError, match="ranker"):
+        demo_searcher.search("dress", ranker="magic")
+
+
+def test_category_filter_matches_whole_levels_not_substrings(demo_searcher):
+    def paths(hits):
+        return [[level.lower() for level in demo_searcher.catalog[h.id].category] for h in hits]
+
+    # "Men" is inside "Garment" and "Womens": it must match only a whole level called "Men" (none on H&M)
+    assert demo_searcher.search("trousers", k=20, filters={"category": "Men"}) == []
+    menswear = demo_searcher.search("trousers", k=20, filters={"category": "menswear"})
+    assert menswear and all("menswear" in p for p in paths(menswear))
+    two = demo_searcher.search("top", k=10, filters={"category": "Ladieswear > Garment Upper body"})
+    assert two and all(p[:2] == ["ladieswear", "garment upper body"] for p in paths(two))
+
+
+def test_k_beyond_the_candidate_pool_still_returns_k(demo_searcher):
+    assert demo_searcher.cfg.candidates < 300
+    for ranker in ("fitted", "dense", "bm25"):
+        hits = demo_searcher.search("dress", k=300, ranker=ranker)
+        assert len(hits) == 300 and len({h.id for h in hits}) == 300
+
+
+def test_negation_does_not_swallow_the_next_words(demo_searcher):
+    hits = demo_searcher.search("dress without sleeves in black", k=5)
+    assert all("black" in demo_searcher.vocab.item_values(demo_searcher.catalog[h.id])["colour"] for h in hits)
+    values = {i: demo_searcher.vocab.item_values(demo_searcher.catalog[i]) for i in demo_searcher.catalog.ids}
+    wanted = {i for i, v in values.items() if "black" in v["colour"] and "trousers" in v["product_type"] and "slim" not in v["fit"]}
+    assert wanted
+    hits = demo_searcher.search("not too tight black trousers", k=5)
+    n = min(5, len(wanted))
+    assert {h.id for h in hits[:n]} <= wanted  # the black trousers that are not slim come first
+    assert not any("slim" in values[h.id]["fit"] for h in hits)
+
+
+def test_cli_fit_fusion_rewrites_the_report(demo_config, tmp_path):
+    import yaml
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(demo_config))
+    out = subprocess.run([sys.executable, "-m", "api.cli", "index", "fit-fusion", "--config", str(cfg_path), "--queries", "40"],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["queries"] == 40 and report["settings"]["kind"] in ("linear", "rrf")
+    saved = json.loads((Path(demo_config["index"]["dir"]) / "fusion.json").read_text())
+    assert saved["queries"] == 40
