@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from retrieval.query import Query, read_query
-from retrieval.vocabulary import Term, accepts, item_values, matches
+from retrieval.vocabulary import DEFAULT, Term, Vocabulary, item_values
 from synth_data.grounding import claims, judge
 
 from api.deps import Engine
@@ -43,6 +43,11 @@ def read(engine: Engine, text: str) -> Query:
     """The one door to the query reader: the searcher's own (catalog vocabulary) when it has one."""
     reader = getattr(engine.searcher, "read", None)
     return reader(text) if callable(reader) else read_query(text)
+
+
+def vocab_of(engine: Engine) -> Vocabulary:
+    """The vocabulary the searcher read the catalog with, so a term chat read matches the items it names."""
+    return getattr(engine.searcher, "vocab", None) or DEFAULT
 
 
 # ----------------------------------------------------------------------------- conversation words
@@ -350,13 +355,13 @@ def _refine(engine: Engine, state: State, q: Query, text: str, kind: str) -> Tur
                 state.excluded.append(t)
                 changed.append(f"not {t.value}")
             have = state.wanted.get(t.kind)
-            if have is not None and have.value in accepts(t.kind, t.value):
+            if have is not None and have.value in vocab_of(engine).accepts(t.kind, t.value):
                 del state.wanted[t.kind]
         else:
             if t.kind in state.wanted and state.wanted[t.kind].value == t.value:
                 continue
             state.wanted[t.kind] = t
-            state.excluded = [e for e in state.excluded if not (e.kind == t.kind and t.value in accepts(t.kind, e.value))]
+            state.excluded = [e for e in state.excluded if not (e.kind == t.kind and t.value in vocab_of(engine).accepts(t.kind, e.value))]
             changed.append(t.value)
     if q.price_min is not None or q.price_max is not None:
         state.price_min, state.price_max, state.price_note = q.price_min, q.price_max, None
@@ -481,13 +486,14 @@ def state_query(engine: Engine, state: State) -> Query:
                    price_max=state.price_max, words=tuple(state.words))
 
 
-def satisfies(product, state: State, drop: Sequence[str] = ()) -> bool:
+def satisfies(engine: Engine, product, state: State, drop: Sequence[str] = ()) -> bool:
     """Whether a product meets every hard constraint of the state (per the vocabulary's judgement)."""
-    values = item_values(product)
+    vocab = vocab_of(engine)
+    values = vocab.item_values(product)
     for t in state.terms():
         if t.kind in drop:
             continue
-        ok = matches(t, values)
+        ok = vocab.matches(t, values)
         if t.negated and ok is False or not t.negated and not ok:
             return False
     if "price" not in drop:
@@ -526,7 +532,7 @@ def _listing(engine: Engine, settings: Settings, before: State, state: State, tu
     hits, dropped = [], ()
     for dropped in _relaxations(state, turn.named_kinds):
         hits = _fetch(engine, state, query, turn, history, k * 4 + len(exclude), dropped)
-        hits = [h for h in hits if h.id not in exclude and satisfies(engine.catalog.by_id[h.id], state, dropped)][:k]
+        hits = [h for h in hits if h.id not in exclude and satisfies(engine, engine.catalog.by_id[h.id], state, dropped)][:k]
         if hits:
             break
     source = "similar" if turn.anchor else "recommend" if (history and not turn.companions) else "search"
@@ -789,7 +795,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
         for t in _primary(q.terms):
             yes, no, unknown = [], [], []
             for p in products:
-                _, v = judge([t], item_values(p))  # the grounding checker's verdict (a fibre is not a weave)
+                _, v = judge([t], vocab_of(engine).item_values(p))  # the grounding checker's verdict (a fibre is not a weave)
                 (unknown if v is None else yes if v else no).append(p)
             what = ("not " if t.negated else "") + _say(t)
             if yes:
@@ -801,7 +807,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             else:
                 lines.append(f"The catalog does not say whether any of them is {what}.")
             if no:
-                lines.append(f"Not {what}: " + "; ".join(f"{name(p)} ({', '.join(sorted(item_values(p).get(t.kind) or [])) or '?'})" for p in no) + ".")
+                lines.append(f"Not {what}: " + "; ".join(f"{name(p)} ({', '.join(sorted(vocab_of(engine).item_values(p).get(t.kind) or [])) or '?'})" for p in no) + ".")
             if unknown:
                 lines.append(f"It does not say for " + "; ".join(name(p) for p in unknown) + ".")
             named += [p.id for p in yes + no + unknown if p.id not in named]
@@ -831,7 +837,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
         named += [p.id for p in products[:2]]
     elif not _content_words(question):  # "compare the first and the second": their facts side by side
         for p in products:
-            v = item_values(p)
+            v = vocab_of(engine).item_values(p)
             facts = [", ".join(sorted(v[k])) for k in ("colour", "pattern", "product_type", "material") if v.get(k)]
             price = f"price {_money(p.price)}" if p.price is not None else "no price given"
             lines.append(f"{name(p)}: {'; '.join(facts + [price])}.")
