@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from eval.search_eval import (
-    DEFAULT,
     TFIDF,
     blank_text_config,
     check_fields,
@@ -193,15 +192,13 @@ def test_precision_follows_the_ranking(demo_searcher):
     assert res.splits["dev"] and res.splits["heldout"]
 
 
-def test_default_ranker_when_search_takes_none(demo_searcher):
-    """Today's Searcher.search has no `ranker`: its default ranking is scored, with the TF-IDF baseline."""
+def test_every_named_ranker_of_the_searcher_is_scored(demo_searcher):
+    """The real Searcher takes `ranker`: each asked ranker is scored on its own, beside the TF-IDF baseline."""
     queries = [q for q in _some(demo_searcher.catalog, 4) if q.split == "dev"]
-    res = evaluate_search(demo_searcher, queries, rankers=["bm25", "rrf"])
-    if "ranker" in res.interface and "no ranker" not in res.interface:
-        pytest.skip("this Searcher takes a ranker")
+    res = evaluate_search(demo_searcher, queries, rankers=["dense", "bm25", "rrf"])
     summary = res.summary()
-    assert set(summary) == {DEFAULT, TFIDF} and "default" in res.interface
-    assert 0 < summary[TFIDF]["dev"]["p@10"] <= 1 and 0 < summary[DEFAULT]["dev"]["p@10"] <= 1
+    assert set(summary) == {"dense", "bm25", "rrf", TFIDF} and not res.errors
+    assert all(0 < summary[r]["dev"]["p@10"] <= 1 for r in summary)
 
 
 @pytest.mark.slow
