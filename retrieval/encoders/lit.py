@@ -113,8 +113,9 @@ class ResidualOnAnchor(nn.Module):
         self.mean.copy_(x.mean(0))
         self.std.copy_(x.std(0).clamp_min(1e-4))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = self.anchor(x)
+    def forward(self, x: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+        """`base`: the anchor's output for `x` when already at hand (it is fixed: training computes it once)."""
+        base = self.anchor(x) if base is None else base
         if self.residual is None:
             return base
         delta = self.residual((x - self.mean) / self.std)
@@ -175,6 +176,10 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, cfg: HeadTrainC
     heads = Heads(xi.shape[1], xt.shape[1], cfg, zeroshot)
     heads.image.fit_standardiser(xi)
     heads.text.fit_standardiser(xt)
+    anchored = isinstance(heads.image, ResidualOnAnchor)
+    if anchored:  # the anchors are fixed maps: their outputs are computed once, not every epoch
+        with torch.no_grad():
+            base_i, base_t = heads.image.anchor(xi), heads.text.anchor(xt)
     opt = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(xi)
     steps = cfg.epochs * max(1, math.ceil(n / cfg.batch_size))
@@ -189,7 +194,10 @@ def train_heads(image_feats: np.ndarray, text_feats: np.ndarray, cfg: HeadTrainC
             idx = perm[i : i + cfg.batch_size]
             if len(idx) < 2:
                 continue
-            zi, zt = heads.image(xi[idx]), heads.text(xt[idx])
+            if anchored:
+                zi, zt = heads.image(xi[idx], base_i[idx]), heads.text(xt[idx], base_t[idx])
+            else:
+                zi, zt = heads.image(xi[idx]), heads.text(xt[idx])
             logits = heads.logit_scale.exp().clamp(max=100) * zi @ zt.T
             labels = torch.arange(len(idx))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
