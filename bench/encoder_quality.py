@@ -1,18 +1,20 @@
 """Encoder quality on a catalog: held-out items searched against the WHOLE catalog. Prints JSON.
 
     python bench/encoder_quality.py --catalog var/hm/catalog --heads data/demo/heads --train anchored,residual
-    python bench/encoder_quality.py --catalog var/ikea/catalog --heads data/demo/heads --train anchored
+    python bench/encoder_quality.py --catalog var/ikea/catalog --heads data/demo/heads --heads var/hm/heads --train ""
 
 Whole product groups (all colour variants) are held out with the split heads are trained on
 (`encoder_train.holdout`, `seed`). For every variant it reports, over the held-out items:
 - `text->image same item`: the query is the item's title + description, the target its own photo,
   among the photos of every catalog item (R@1/5/10, MRR);
 - `text->image same group`: any photo of the same product group counts;
+- `product_text->image same item`: the query is the item's whole encoder text (title, type, colour,
+  ..., description), which tells colour variants apart;
 - `type->image P@10`: the query is a product type as written in the catalog ("Wall shelf",
   "Trousers"); a hit is a photo of that type; `held_out_share@10` is the share of held-out items in
   those top 10, beside their share of the catalog (lower = new items pushed down).
-Variants: `zero-shot` (no training), `old heads` (--heads: a trained heads folder, e.g. the shipped
-H&M heads, applied as they are), and heads trained here on this catalog's training split (--train
+Variants: `zero-shot` (no training), `heads DIR` (--heads: trained heads folders, e.g. the shipped
+H&M heads, applied as they are; use the same split: a folder's held_out_ids.txt), and heads trained here on this catalog's training split (--train
 kinds; `--extra-catalog` mixes another catalog's training pairs in). Tower features come from the
 cache (var/cache/features), so a variant trains in seconds to minutes.
 """
@@ -40,14 +42,16 @@ def product_type(p) -> str:
     return p.attributes.get("product_type") or (p.category[-1] if p.category else "")
 
 
-def evaluate(zq: np.ndarray, zi: np.ndarray, ztype: np.ndarray, data: dict) -> dict:
-    """Scores of one space: zq (queries of held-out items), zi (photos of the pool), ztype (type queries)."""
+def evaluate(zq: np.ndarray, zi: np.ndarray, ztype: np.ndarray, data: dict, zp: np.ndarray) -> dict:
+    """Scores of one space: zq / zp (title+description / product_text queries of held-out items),
+    zi (photos of the pool), ztype (type queries)."""
     t2i = zq @ zi.T
     top = np.argsort(-(ztype @ zi.T), axis=1)[:, :10]
     p10 = [float(np.mean(data["pool_type"][row] == t)) for row, t in zip(top, data["types"])]
     share = float(np.mean(data["pool_held"][top]))
     return {"text->image same item": rank_metrics(t2i, data["same_item"]),
             "text->image same group": rank_metrics(t2i, data["same_group"]),
+            "product_text->image same item": rank_metrics(zp @ zi.T, data["same_item"]),
             "type->image P@10": round(float(np.mean(p10)), 3),
             "held_out_share@10 (type queries)": round(share, 3)}
 
@@ -56,10 +60,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/hm.yaml", help="encoder_train section = the split and the base head settings")
     ap.add_argument("--catalog", help="catalog folder (default: the config's)")
-    ap.add_argument("--heads", help="an already trained heads folder to score as it is ('old heads')")
+    ap.add_argument("--heads", action="append", default=[], help="an already trained heads folder to score as it is (repeatable)")
     ap.add_argument("--train", default="anchored", help="comma-separated head kinds to train on the split ('' = none)")
     ap.add_argument("--extra-catalog", action="append", default=[], help="mix this catalog's training pairs in (repeatable)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an encoder_train key (e.g. anchor=1.0)")
+    ap.add_argument("--residual-scale", action="append", type=float, default=[],
+                    help="also score anchored --heads with their residual scaled by this (repeatable)")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -109,18 +115,24 @@ def main() -> None:
     with torch.no_grad():
         zi = zeroshot(torch.from_numpy(image[pool])).numpy()
     norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    out["zero-shot"] = {"settings": asdict(zeroshot.settings), **evaluate(norm(q_text[test]), zi, norm(z_type), data)}
+    out["zero-shot"] = {"settings": asdict(zeroshot.settings), **evaluate(norm(q_text[test]), zi, norm(z_type), data, norm(text[test]))}
 
     def score(heads) -> dict:
         with torch.no_grad():
             zi = heads.image(torch.from_numpy(image[pool])).numpy()
             zq = heads.text(torch.from_numpy(q_text[test])).numpy()
             zt = heads.text(torch.from_numpy(z_type)).numpy()
-        return evaluate(zq, zi, zt, data)
+            zp = heads.text(torch.from_numpy(text[test])).numpy()
+        return evaluate(zq, zi, zt, data, zp)
 
-    if args.heads:
-        heads, meta = load_heads(args.heads)
-        out["old heads"] = {"heads": args.heads, "kind": meta["config"]["kind"], **score(heads)}
+    for folder in args.heads:
+        heads, meta = load_heads(folder)
+        out[f"heads {folder}"] = {"kind": meta["config"]["kind"], "trained_on_items": meta.get("stats", {}).get("train_items"),
+                                  "extra_catalogs": meta["config"].get("extra_catalogs", []),
+                                  "residual_scale": meta["config"].get("residual_scale", 1.0), **score(heads)}
+        for scale in args.residual_scale if meta["config"]["kind"] in ("anchored", "adapter") else []:
+            heads.set_residual_scale(scale)
+            out[f"heads {folder} residual_scale={scale}"] = score(heads)
     for kind in [k for k in args.train.split(",") if k]:
         hcfg = HeadTrainConfig(**{**asdict(base), "kind": kind, "extra_catalogs": args.extra_catalog or base.extra_catalogs})
         catalogs = [catalog] + [Catalog.load(d) for d in hcfg.extra_catalogs]

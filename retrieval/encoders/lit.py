@@ -55,6 +55,8 @@ class HeadTrainConfig:
     anchor: float = 0.0  # anchored: weight of the penalty on the residuals' size (keeps the zero-shot meaning)
     text_residual: bool = True  # anchored: adapt the text side too (False: queries stay plain MiniLM)
     extra_catalogs: list[str] = field(default_factory=list)  # more catalogs whose pairs join training (mixing)
+    residual_scale: float = 1.0  # anchored/adapter: the learned residual's weight when ENCODING (training uses 1);
+    # below 1 pulls every vector towards the anchor (zero-shot) space, which is what transfers to other catalogs
 
     def __post_init__(self):
         if self.kind not in HEAD_KINDS:
@@ -108,6 +110,7 @@ class ResidualOnAnchor(nn.Module):
             nn.init.zeros_(self.residual[-1].weight)
             nn.init.zeros_(self.residual[-1].bias)
         self.residual_norm = torch.tensor(0.0)
+        self.scale = 1.0  # weight of the residual when encoding (eval mode); training always uses 1
 
     def fit_standardiser(self, x: torch.Tensor) -> None:
         self.mean.copy_(x.mean(0))
@@ -120,7 +123,7 @@ class ResidualOnAnchor(nn.Module):
             return base
         delta = self.residual((x - self.mean) / self.std)
         self.residual_norm = (delta ** 2).sum(-1).mean()
-        return F.normalize(base + delta, dim=-1)
+        return F.normalize(base + (delta if self.training else self.scale * delta), dim=-1)
 
 
 class UnitNorm(nn.Module):
@@ -146,6 +149,15 @@ class Heads(nn.Module):
             self.image = ProjectionHead(image_dim, cfg.dim, cfg.kind, cfg.hidden, cfg.dropout)
             self.text = ProjectionHead(text_dim, cfg.dim, cfg.kind, cfg.hidden, cfg.dropout)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.set_residual_scale(cfg.residual_scale)
+
+    def set_residual_scale(self, scale: float) -> None:
+        """How much of the learned residual encoding keeps (anchored and adapter heads; 1 = all)."""
+        if not 0.0 <= scale <= 1.0:
+            raise ValueError("residual_scale must lie in [0, 1]")
+        for head in (self.image, self.text):
+            if isinstance(head, ResidualOnAnchor):
+                head.scale = float(scale)
 
     @property
     def dim(self) -> int:
