@@ -276,3 +276,22 @@ def test_open_clip_contrastive_fine_tuning_from_the_cli(tmp_path):
     tuned = create_encoder(EncoderConfig(**meta["use_with"]["encoder"], threads=1))  # the checkpoint loads back as an encoder
     after = pairing_r1(tuned, catalog)
     assert after >= 0.9 and after > before, (before, after)
+
+
+@pytest.mark.slow
+def test_zeroshot_encoder_needs_no_training_and_meets_colour_words(tmp_path):
+    """The real towers: the ImageNet classifier, MiniLM names, the colour histogram; no heads."""
+    from PIL import Image
+
+    from retrieval.encoders import EncoderConfig, create_encoder
+
+    enc = create_encoder(EncoderConfig(name="zeroshot", cache_dir=str(tmp_path / "cache"), threads=1))
+    for name, rgb in (("black", (15, 15, 15)), ("red", (210, 25, 25))):
+        im = Image.new("RGB", (120, 180), (255, 255, 255))
+        im.paste(Image.new("RGB", (70, 120), rgb), (25, 30))
+        im.save(tmp_path / f"{name}.png")
+    images = enc.encode_image([str(tmp_path / "black.png"), str(tmp_path / "red.png")])
+    words = enc.encode_text(["black", "red"])
+    assert images.shape == (2, 384) == (2, enc.dim) and np.allclose(np.linalg.norm(images, axis=1), 1, atol=1e-5)
+    sims = words @ images.T  # rows: words, columns: photos
+    assert sims[0, 0] > sims[0, 1] and sims[1, 1] > sims[1, 0]
