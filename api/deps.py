@@ -71,6 +71,18 @@ def build_searcher(settings: Settings):
     return Searcher.from_config(cfg)
 
 
+def build_category_head(settings: Settings, searcher):
+    """The config's category head (encoder.category_head), if it fits the searcher's encoder."""
+    from retrieval.category_head import load_for_config
+
+    head = load_for_config(settings.config) if settings.config else None
+    if head is not None and head.dim != searcher.encoder.dim:
+        log.warning("category head is %d-d but the encoder %d-d (retrain it with `whyrec encoder category`); predicted categories are off",
+                    head.dim, searcher.encoder.dim)
+        return None
+    return head
+
+
 # explainer backends that live in higher-layer packages: name -> module that registers it when imported
 PLUGINS = {"llava": "llava_tuning.generate"}
 
@@ -111,6 +123,7 @@ class Engine:
     recommender: Any = None  # retrieval.recommenders.serve.ServedRecommender (the `recommend:` section's model)
     goes_with: Any = None  # retrieval.recommenders.complement.GoesWith, or None (no co-occurrence data)
     loaded_at: float = field(default_factory=time.time)
+    category_head: Any = None  # retrieval.category_head.CategoryHead for /search/image, when the config names one
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
     _memo: dict[str, Any] = field(default_factory=dict)
@@ -183,7 +196,8 @@ def build_engine(settings: Settings, generation: int = 0,
         warm_up(searcher)
     searcher.histories()  # built now, not on the first request
     recommender, goes_with = build_recommenders(settings, searcher)
-    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with)
+    engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with,
+                    category_head=build_category_head(settings, searcher))
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
     return engine
 

@@ -160,6 +160,11 @@ class HitOut(ItemOut):
     rationale: RationaleOut | None = None
 
 
+class CategoryGuessOut(BaseModel):
+    label: str
+    probability: float
+
+
 class ResultsOut(BaseModel):
     request: str = Field(description="the words the rationales are written against (\"\" = the items on their own facts)")
     label: str = Field(description="what the results answer, for display")
@@ -167,6 +172,7 @@ class ResultsOut(BaseModel):
     results: list[HitOut]
     explainer: str | None = None
     took_ms: float
+    predicted_category: list[CategoryGuessOut] | None = Field(None, description="/search/image: the photo's likeliest product types (linear category head)")
 
 
 class ExplainOut(BaseModel):

@@ -1,105 +1,146 @@
-"""Encoder quality on a catalog: text->image and image->image retrieval over the whole catalog,
-measured on items whose pairs were held out of head training.
+"""Encoder quality on a catalog: held-out items searched against the WHOLE catalog. Prints JSON.
 
-    python bench/encoder_quality.py --config configs/hm.yaml
+    python bench/encoder_quality.py --catalog var/hm/catalog --heads data/demo/heads --train anchored,residual
+    python bench/encoder_quality.py --catalog var/ikea/catalog --heads data/demo/heads --heads var/hm/heads --train ""
 
-Trains residual and linear heads on the same split (tower features come from the cache, so this
-takes seconds once `whyrec encoder train` or `whyrec index build` has filled it) and compares them
-with the untrained towers where that is meaningful (image->image). Prints JSON.
+Whole product groups (all colour variants) are held out with the split heads are trained on
+(`encoder_train.holdout`, `seed`). For every variant it reports, over the held-out items:
+- `text->image same item`: the query is the item's title + description, the target its own photo,
+  among the photos of every catalog item (R@1/5/10, MRR);
+- `text->image same group`: any photo of the same product group counts;
+- `product_text->image same item`: the query is the item's whole encoder text (title, type, colour,
+  ..., description), which tells colour variants apart;
+- `type->image P@10`: the query is a product type as written in the catalog ("Wall shelf",
+  "Trousers"); a hit is a photo of that type; `held_out_share@10` is the share of held-out items in
+  those top 10, beside their share of the catalog (lower = new items pushed down).
+Variants: `zero-shot` (no training), `heads DIR` (--heads: trained heads folders, e.g. the shipped
+H&M heads, applied as they are; use the same split: a folder's held_out_ids.txt), and heads trained here on this catalog's training split (--train
+kinds; `--extra-catalog` mixes another catalog's training pairs in). Tower features come from the
+cache (var/cache/features), so a variant trains in seconds to minutes.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 
 def rank_metrics(sims: np.ndarray, targets: list[set[int]]) -> dict[str, float]:
-    """R@1/5/10 and MRR (eval.metrics), where a query's first hit among its target rows counts."""
-    from eval.metrics import hit_rate_at_k, reciprocal_rank
-
-    ranks = [[int((row > max(row[list(tgt)])).sum()) + 1] for row, tgt in zip(sims, targets)]
-    out = {f"R@{k}": float(np.mean([hit_rate_at_k(r, k) for r in ranks])) for k in (1, 5, 10)}
-    out["MRR"] = float(np.mean([reciprocal_rank(r) for r in ranks]))
-    return out
+    """R@1/5/10 and MRR, where a query's best-ranked target counts."""
+    ranks = np.array([int((row > max(row[list(t)])).sum()) + 1 for row, t in zip(sims, targets)])
+    out = {f"R@{k}": float((ranks <= k).mean()) for k in (1, 5, 10)}
+    out["MRR"] = float((1.0 / ranks).mean())
+    return {k: round(v, 3) for k, v in out.items()}
 
 
-def rounded(d: dict) -> dict:
-    return {k: round(v, 3) for k, v in d.items()}
+def product_type(p) -> str:
+    return p.attributes.get("product_type") or (p.category[-1] if p.category else "")
+
+
+def evaluate(zq: np.ndarray, zi: np.ndarray, ztype: np.ndarray, data: dict, zp: np.ndarray) -> dict:
+    """Scores of one space: zq / zp (title+description / product_text queries of held-out items),
+    zi (photos of the pool), ztype (type queries)."""
+    t2i = zq @ zi.T
+    top = np.argsort(-(ztype @ zi.T), axis=1)[:, :10]
+    p10 = [float(np.mean(data["pool_type"][row] == t)) for row, t in zip(top, data["types"])]
+    share = float(np.mean(data["pool_held"][top]))
+    return {"text->image same item": rank_metrics(t2i, data["same_item"]),
+            "text->image same group": rank_metrics(t2i, data["same_group"]),
+            "product_text->image same item": rank_metrics(zp @ zi.T, data["same_item"]),
+            "type->image P@10": round(float(np.mean(p10)), 3),
+            "held_out_share@10 (type queries)": round(share, 3)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/hm.yaml")
-    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--config", default="configs/hm.yaml", help="encoder_train section = the split and the base head settings")
+    ap.add_argument("--catalog", help="catalog folder (default: the config's)")
+    ap.add_argument("--heads", action="append", default=[], help="an already trained heads folder to score as it is (repeatable)")
+    ap.add_argument("--train", default="anchored", help="comma-separated head kinds to train on the split ('' = none)")
+    ap.add_argument("--extra-catalog", action="append", default=[], help="mix this catalog's training pairs in (repeatable)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an encoder_train key (e.g. anchor=1.0)")
+    ap.add_argument("--residual-scale", action="append", type=float, default=[],
+                    help="also score anchored --heads with their residual scaled by this (repeatable)")
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     from retrieval.catalog import Catalog
     from retrieval.config import load_yaml, section
-    from retrieval.encoders import EncoderConfig, l2_normalise
-    from retrieval.encoders.lit import HeadTrainConfig, Towers, split_groups, train_heads
+    from retrieval.encoders import EncoderConfig
+    from retrieval.encoders.lit import HeadTrainConfig, Towers, load_heads, split_groups, train_heads, training_pairs
+    from retrieval.encoders.zeroshot import ZeroShotMap
     from retrieval.search import CatalogConfig
 
     cfg = load_yaml(args.config)
-    catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
-    enc = section(cfg, "encoder", EncoderConfig)
-    base = section(cfg, "encoder_train", HeadTrainConfig, epochs=args.epochs)
-    towers = Towers(enc.cache_dir, threads=enc.threads)
+    catalog_dir = args.catalog or section(cfg, "catalog", CatalogConfig).dir
+    catalog = Catalog.load(catalog_dir)
+    enc = section(cfg, "encoder", EncoderConfig, cache_dir=args.cache_dir)
+    overrides = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, v in (s.split("=", 1) for s in args.set)}
+    base = section(cfg, "encoder_train", HeadTrainConfig, **overrides)
+    towers = Towers(enc.cache_dir, threads=args.threads)
     t0 = time.time()
     image, text, has = towers.catalog_features(catalog)
     groups = np.array([p.group_id or p.id for p in catalog.products])
     held = split_groups(list(groups), base.holdout, base.seed)
-    queries = [f"{p.title}. {p.description}".strip() for p in catalog.products]
-    q_text = towers.text_features(queries)  # the issue's query: name + description
-    # product_text adds colour and type words: colour variants share a description, so only these tell them apart
+    q_text = towers.text_features([f"{p.title}. {p.description}".strip() for p in catalog.products])
+    types = np.array([product_type(p) for p in catalog.products])
+    counts = {t: int(((types == t) & has).sum()) for t in set(types) if t}
+    type_queries = sorted(t for t, c in counts.items() if c >= 5)
+    z_type = towers.text_features(type_queries)
     feature_s = time.time() - t0
 
     test = np.flatnonzero(held & has)
-    pool = np.flatnonzero(has)  # the whole catalog (items with a photo) is the search space
+    pool = np.flatnonzero(has)
     pos = {int(r): i for i, r in enumerate(pool)}
-    same_item = [{pos[int(r)]} for r in test]
     by_group: dict[str, set[int]] = {}
     for r in pool:
         by_group.setdefault(groups[r], set()).add(pos[int(r)])
-    same_group = [by_group[groups[r]] for r in test]
-    # image->image: other colours of the same product (queries whose product has another colour)
-    ii = [(r, by_group[groups[r]] - {pos[int(r)]}) for r in test if len(by_group[groups[r]]) > 1]
+    data = {"same_item": [{pos[int(r)]} for r in test], "same_group": [by_group[groups[r]] for r in test],
+            "pool_type": types[pool], "pool_held": held[pool], "types": type_queries}
 
-    out: dict = {"catalog_items": len(catalog), "held_out_queries": int(len(test)), "search_space": int(len(pool)),
-                 "image_to_image_queries": len(ii), "tower_feature_seconds": round(feature_s, 1)}
-    # untrained towers: only image->image is meaningful (text and image towers live in different spaces)
-    raw = l2_normalise((image - image[pool].mean(0)) / (image[pool].std(0) + 1e-4))
-    sims = raw[[r for r, _ in ii]] @ raw[pool].T
-    for j, (r, _) in enumerate(ii):
-        sims[j, pos[int(r)]] = -np.inf
-    out["untrained towers"] = {"text->image": "n/a (separate spaces)", "image->image other colour": rounded(rank_metrics(sims, [t for _, t in ii]))}
+    out: dict = {"catalog": catalog_dir, "catalog_items": len(catalog), "held_out_queries": int(len(test)),
+                 "search_space": int(len(pool)), "held_out_share_of_catalog": round(float(held[pool].mean()), 3),
+                 "type_queries": len(type_queries), "tower_feature_seconds": round(feature_s, 1),
+                 "split": {"holdout": base.holdout, "seed": base.seed}, "threads": args.threads,
+                 "load_average": [round(x, 2) for x in os.getloadavg()]}
 
-    for kind in ("residual", "linear"):
-        hcfg = HeadTrainConfig(**{**base.__dict__, "kind": kind})
-        train = has & ~held
-        heads, stats = train_heads(image[train], text[train], hcfg, threads=enc.threads)
+    zeroshot = ZeroShotMap.build(towers.text_features)
+    with torch.no_grad():
+        zi = zeroshot(torch.from_numpy(image[pool])).numpy()
+    norm = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    out["zero-shot"] = {"settings": asdict(zeroshot.settings), **evaluate(norm(q_text[test]), zi, norm(z_type), data, norm(text[test]))}
+
+    def score(heads) -> dict:
         with torch.no_grad():
             zi = heads.image(torch.from_numpy(image[pool])).numpy()
             zq = heads.text(torch.from_numpy(q_text[test])).numpy()
-            zt = heads.text(torch.from_numpy(text[pool])).numpy()
+            zt = heads.text(torch.from_numpy(z_type)).numpy()
             zp = heads.text(torch.from_numpy(text[test])).numpy()
-        t2i = zq @ zi.T
-        p2i = zp @ zi.T
-        i2t = zi[[pos[int(r)] for r in test]] @ zt.T
-        i2i = zi[[pos[int(r)] for r, _ in ii]] @ zi.T
-        for j, (r, _) in enumerate(ii):
-            i2i[j, pos[int(r)]] = -np.inf
-        out[f"{kind} heads"] = {
-            "train_seconds": stats["seconds"], "train_pairs": int(train.sum()), "temperature": round(stats["temperature"], 4),
-            "text->image same item": rounded(rank_metrics(t2i, same_item)),
-            "text->image same product_code": rounded(rank_metrics(t2i, same_group)),
-            "product_text->image same item": rounded(rank_metrics(p2i, same_item)),
-            "image->text same item": rounded(rank_metrics(i2t, same_item)),
-            "image->image other colour": rounded(rank_metrics(i2i, [t for _, t in ii])),
-        }
+        return evaluate(zq, zi, zt, data, zp)
+
+    for folder in args.heads:
+        heads, meta = load_heads(folder)
+        out[f"heads {folder}"] = {"kind": meta["config"]["kind"], "trained_on_items": meta.get("stats", {}).get("train_items"),
+                                  "extra_catalogs": meta["config"].get("extra_catalogs", []),
+                                  "residual_scale": meta["config"].get("residual_scale", 1.0), **score(heads)}
+        for scale in args.residual_scale if meta["config"]["kind"] in ("anchored", "adapter") else []:
+            heads.set_residual_scale(scale)
+            out[f"heads {folder} residual_scale={scale}"] = score(heads)
+    for kind in [k for k in args.train.split(",") if k]:
+        hcfg = HeadTrainConfig(**{**asdict(base), "kind": kind, "extra_catalogs": args.extra_catalog or base.extra_catalogs})
+        catalogs = [catalog] + [Catalog.load(d) for d in hcfg.extra_catalogs]
+        xi, xt, _ = training_pairs(catalogs, towers, hcfg.holdout, hcfg.seed)
+        heads, stats = train_heads(xi, xt, hcfg, threads=args.threads, zeroshot=zeroshot if kind == "anchored" else None)
+        name = f"new {kind} heads" + (" (mixed catalogs)" if hcfg.extra_catalogs else "")
+        out[name] = {"train_pairs": int(len(xi)), "train_seconds": stats["seconds"],
+                     "config": {k: v for k, v in asdict(hcfg).items() if k not in ("holdout", "seed")}, **score(heads)}
     print(json.dumps(out, indent=1))
 
 

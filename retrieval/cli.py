@@ -22,16 +22,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_data(sub)
 
     enc = sub.add_parser("encoder", help="train encoder heads").add_subparsers(dest="encoder_command", required=True, metavar="ACTION")
-    tr = enc.add_parser("train", help="train lit projection heads on the catalog's image-text pairs")
+    tr = enc.add_parser("train", help="train the configured encoder on the catalog's image-text pairs",
+                        description="lit: projection heads (encoder_train.kind anchored|residual|linear) -> encoder.heads. "
+                        "openclip: contrastive fine-tuning of the whole model -> OUT/model.pt. "
+                        "--adapter: a residual adapter on the frozen encoder (any, zeroshot and openclip included) -> encoder.adapter.")
     tr.add_argument("--config", help="YAML config (catalog, encoder, encoder_train sections)")
     tr.add_argument("--catalog", help="catalog folder (overrides config)")
-    tr.add_argument("--out", help="heads folder to write (default: encoder.heads of the config)")
-    tr.add_argument("--kind", choices=["residual", "linear"])
+    tr.add_argument("--out", help="folder to write (default: encoder.heads, or encoder.adapter with --adapter)")
+    tr.add_argument("--adapter", action="store_true", help="train a residual adapter on the frozen encoder's outputs")
+    tr.add_argument("--kind", choices=["anchored", "residual", "linear"], help="lit head kind")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--dim", type=int)
     tr.add_argument("--holdout", type=float, help="share of product groups held out for evaluation")
+    tr.add_argument("--extra-catalog", action="append", metavar="DIR", help="mix another catalog's pairs into training (repeatable)")
     tr.add_argument("--cache-dir", help="tower feature cache folder")
     tr.set_defaults(func=cmd_encoder_train)
+
+    cat = enc.add_parser("category", help="train a linear category head on frozen image vectors",
+                         description="Fits the head on the catalog's image vectors (the configured encoder) -> product type, "
+                         "prints top-1/3/5 accuracy and macro-F1 on held-out product groups, and saves it to encoder.category_head.")
+    cat.add_argument("--config", required=True)
+    cat.add_argument("--catalog", help="catalog folder (overrides config)")
+    cat.add_argument("--out", help="folder to write (default: encoder.category_head of the config)")
+    cat.add_argument("--field", help="label: an attribute name, or 'category' (default: product_type, else the last category level)")
+    cat.add_argument("--holdout", type=float)
+    cat.set_defaults(func=cmd_encoder_category)
 
     idx = sub.add_parser("index", help="build the FAISS index").add_subparsers(dest="index_command", required=True, metavar="ACTION")
     b = idx.add_parser("build", help="encode the catalog and build the index")
@@ -95,21 +110,62 @@ def cmd_data_import(args) -> int:
 
 
 def cmd_encoder_train(args) -> int:
+    from dataclasses import replace
+
     from retrieval.catalog import Catalog
     from retrieval.config import load_yaml, section
     from retrieval.encoders import EncoderConfig
-    from retrieval.encoders.lit import HeadTrainConfig, train_encoder
+    from retrieval.encoders.lit import HeadTrainConfig
     from retrieval.search import CatalogConfig
 
     cfg = load_yaml(args.config)
-    catalog_dir = args.catalog or section(cfg, "catalog", CatalogConfig).dir
+    catalog = Catalog.load(args.catalog or section(cfg, "catalog", CatalogConfig).dir)
     enc = section(cfg, "encoder", EncoderConfig, cache_dir=args.cache_dir)
+    command = "whyrec " + shlex.join(sys.argv[1:])
+    extra = {"holdout": args.holdout, "epochs": args.epochs, "extra_catalogs": args.extra_catalog}
+    if args.adapter:
+        from retrieval.encoders import create_encoder
+        from retrieval.encoders.adapter import train_adapter
+
+        out = args.out or enc.adapter
+        if not out:
+            raise ValueError("give --out or encoder.adapter in the config")
+        tcfg = section(cfg, "encoder_train", HeadTrainConfig, **extra)
+        tcfg = replace(tcfg, kind="adapter")
+        base = create_encoder(replace(enc, adapter=None))
+        catalogs = [catalog] + [Catalog.load(d) for d in tcfg.extra_catalogs]
+        meta = train_adapter(base, catalogs, out, tcfg, enc.threads, command=command)
+        print(json.dumps({"adapter": str(out), **meta["stats"], "held_out_items": meta["held_out_items"]}))
+        return 0
+    if enc.name == "openclip":
+        from retrieval.encoders.openclip import ClipTrainConfig, finetune_openclip
+
+        if not args.out:
+            raise ValueError("give --out: the folder the fine-tuned checkpoint (model.pt) goes to")
+        tcfg = section(cfg, "encoder_train", ClipTrainConfig, **extra)
+        catalogs = [catalog] + [Catalog.load(d) for d in tcfg.extra_catalogs]
+        meta = finetune_openclip(catalogs, args.out, tcfg, enc.model, enc.pretrained, enc.model_config, enc.threads, command)
+        print(json.dumps({"checkpoint": str(Path(args.out) / "model.pt"), **meta["stats"], "use_with": meta["use_with"]}))
+        return 0
+    if enc.name != "lit":
+        raise ValueError(f"encoder {enc.name!r} has nothing to train itself; pass --adapter to train a residual adapter on it")
+    from retrieval.encoders.lit import train_encoder
+
     out = args.out or enc.heads
     if not out:
         raise ValueError("give --out or encoder.heads in the config")
-    tcfg = section(cfg, "encoder_train", HeadTrainConfig, kind=args.kind, epochs=args.epochs, dim=args.dim, holdout=args.holdout)
-    meta = train_encoder(Catalog.load(catalog_dir), out, tcfg, enc.cache_dir, enc.threads, command="whyrec " + shlex.join(sys.argv[1:]))
+    tcfg = section(cfg, "encoder_train", HeadTrainConfig, kind=args.kind, dim=args.dim, **extra)
+    meta = train_encoder(catalog, out, tcfg, enc.cache_dir, enc.threads, command=command)
     print(json.dumps({"heads": str(out), **meta["stats"], "held_out_items": meta["held_out_items"]}))
+    return 0
+
+
+def cmd_encoder_category(args) -> int:
+    from retrieval.category_head import train_category_head_from_config
+
+    report = train_category_head_from_config(args.config, catalog_dir=args.catalog, out=args.out, field=args.field,
+                                             holdout=args.holdout, command="whyrec " + shlex.join(sys.argv[1:]))
+    print(json.dumps(report, indent=1))
     return 0
 
 

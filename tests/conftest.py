@@ -26,7 +26,8 @@ def demo_config(tmp_path_factory) -> dict:
     import_catalog("hm", DEMO_SOURCE, root / "catalog")
     cfg = {
         "catalog": {"dir": str(root / "catalog")},
-        "encoder": {"name": "lit", "heads": str(DEMO_HEADS), "cache_dir": str(REPO / "var" / "cache" / "features")},
+        "encoder": {"name": "lit", "heads": str(DEMO_HEADS), "cache_dir": str(REPO / "var" / "cache" / "features"),
+                    "category_head": str(DEMO_HEADS / "category")},
         "index": {"dir": str(root / "index")},
         "search": {"attribute_weight": 1.0},
     }

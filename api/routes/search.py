@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Engine, get_engine, get_settings
-from api.schemas import ErrorOut, ResultsOut, SearchIn
+from api.schemas import CategoryGuessOut, ErrorOut, ResultsOut, SearchIn
 from api.schemas import K_MAX, QUERY_MAX
 from api.service import check_k, results
 from api.settings import Settings
@@ -50,7 +50,11 @@ async def search_image(image: UploadFile = File(..., description="a photo (JPEG,
     def run():
         hits = engine.searcher.search_image(pil, k, None, text=text)
         label = f"photo {image.filename or 'upload'}" + (f" + \"{text}\"" if text else "")
-        return results(engine, settings, hits, text or "", k, explain, t0, label=label)
+        out = results(engine, settings, hits, text or "", k, explain, t0, label=label)
+        if engine.category_head is not None:  # the photo's vector again (~ one image-tower pass) for its predicted category
+            guesses = engine.category_head.predict(engine.searcher.encoder.encode_image([pil]), k=3)[0]
+            out.predicted_category = [CategoryGuessOut(label=g, probability=round(p, 4)) for g, p in guesses]
+        return out
 
     return await run_in_threadpool(run)
 

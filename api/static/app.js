@@ -100,7 +100,8 @@ async function runImageSearch() {
   try {
     const data = await api("/search/image", { method: "POST", body: form });
     state.request = { query: data.request || null };
-    renderResults(data, `like ${file.name}`);
+    const guess = data.predicted_category && data.predicted_category[0];
+    renderResults(data, `like ${file.name}` + (guess ? ` · predicted category: ${guess.label} (${Math.round(guess.probability * 100)}%)` : ""));
   } catch (err) {
     setStatus(`image search failed: ${err.message}`, true);
   }

@@ -4,20 +4,33 @@ from __future__ import annotations
 
 from retrieval.encoders.base import Encoder, EncoderConfig, ItemVectorConfig, item_vectors, l2_normalise
 
+ENCODERS = ("lit", "zeroshot", "openclip")
+
 
 def create_encoder(cfg: EncoderConfig) -> Encoder:
-    """The encoder a config names: `lit` (offline default) or `openclip`."""
+    """The encoder a config names (`lit`, the offline default; `zeroshot`, no training at all;
+    `openclip`), wrapped in its residual adapter when `cfg.adapter` names one."""
     if cfg.name == "lit":
         from retrieval.encoders.lit import LitEncoder
 
         if not cfg.heads:
             raise ValueError("encoder.heads must name a folder of trained heads for the lit encoder")
-        return LitEncoder(cfg.heads, cfg.cache_dir, cfg.batch_size, cfg.threads)
-    if cfg.name == "openclip":
+        encoder = LitEncoder(cfg.heads, cfg.cache_dir, cfg.batch_size, cfg.threads)
+    elif cfg.name == "zeroshot":
+        from retrieval.encoders.zeroshot import ZeroShotEncoder
+
+        encoder = ZeroShotEncoder(cfg.cache_dir, cfg.batch_size, cfg.threads)
+    elif cfg.name == "openclip":
         from retrieval.encoders.openclip import OpenClipEncoder
 
-        return OpenClipEncoder(cfg.model, cfg.pretrained, cfg.model_config, cfg.batch_size, cfg.threads)
-    raise ValueError(f"unknown encoder {cfg.name!r}; choose lit or openclip")
+        encoder = OpenClipEncoder(cfg.model, cfg.pretrained, cfg.model_config, cfg.batch_size, cfg.threads)
+    else:
+        raise ValueError(f"unknown encoder {cfg.name!r}; choose one of {', '.join(ENCODERS)}")
+    if cfg.adapter:
+        from retrieval.encoders.adapter import AdapterEncoder
+
+        encoder = AdapterEncoder(encoder, cfg.adapter)
+    return encoder
 
 
-__all__ = ["Encoder", "EncoderConfig", "ItemVectorConfig", "create_encoder", "item_vectors", "l2_normalise"]
+__all__ = ["ENCODERS", "Encoder", "EncoderConfig", "ItemVectorConfig", "create_encoder", "item_vectors", "l2_normalise"]

@@ -12,10 +12,12 @@ from retrieval.catalog import Catalog, product_text
 
 @dataclass
 class EncoderConfig:
-    """`encoder:` section. name: lit | openclip."""
+    """`encoder:` section. name: lit | zeroshot | openclip."""
 
     name: str = "lit"
     heads: str | None = None  # lit: folder of trained projection heads
+    adapter: str | None = None  # any encoder: folder of a residual adapter trained on its outputs (retrieval.encoders.adapter)
+    category_head: str | None = None  # folder of a linear category head on image vectors (retrieval.category_head)
     cache_dir: str = "var/cache/features"  # tower features, keyed by model and content
     batch_size: int = 32
     threads: int = 2
