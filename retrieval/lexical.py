@@ -57,8 +57,10 @@ class LexicalIndex:
             raise ValueError("cannot build a lexical index over no items")
         t0 = time.time()
         corpus = bm25s.tokenize([lexical_text(p) for p in products], stopwords="english", stemmer=_stemmer(), show_progress=False)
-        retriever = bm25s.BM25(k1=k1, b=b)
-        retriever.index(corpus, show_progress=False)
+        retriever = None  # a catalog with no words at all (photos only): BM25 scores nothing
+        if corpus.vocab:
+            retriever = bm25s.BM25(k1=k1, b=b)
+            retriever.index(corpus, show_progress=False)
         out = cls(retriever, [p.id for p in products], round(time.time() - t0, 2))
         log.info("BM25 over %d items in %.1fs", len(products), out.build_seconds)
         return out
@@ -74,7 +76,7 @@ class LexicalIndex:
 
     def scores(self, words: Sequence[str]) -> np.ndarray:
         """BM25 score of every item (index order) for these words; zeros when none is known."""
-        toks = [t for t in self.query_tokens(words) if t in self.retriever.vocab_dict]
+        toks = [t for t in self.query_tokens(words) if self.retriever is not None and t in self.retriever.vocab_dict]
         if not toks:
             return np.zeros(len(self.ids), np.float32)
         return np.asarray(self.retriever.get_scores(toks), dtype=np.float32)
@@ -84,8 +86,9 @@ class LexicalIndex:
         """Publish the BM25 index as `index_dir/lexical/` (written aside, then renamed into place)."""
         path = Path(index_dir) / NAME
         with atomic_dir(path) as staged:
-            self.retriever.save(str(staged), show_progress=False)
-            atomic_write_json(staged / IDS_FILE, {"ids": self.ids, "build_seconds": self.build_seconds})
+            if self.retriever is not None:
+                self.retriever.save(str(staged), show_progress=False)
+            atomic_write_json(staged / IDS_FILE, {"ids": self.ids, "build_seconds": self.build_seconds, "empty": self.retriever is None})
         return path
 
     @classmethod
@@ -98,5 +101,5 @@ class LexicalIndex:
         if not (path / IDS_FILE).exists():
             raise FileNotFoundError(f"no lexical index under {index_dir}; run `whyrec index build`")
         meta = json.loads((path / IDS_FILE).read_text())
-        retriever = bm25s.BM25.load(str(path), mmap=False)
+        retriever = None if meta.get("empty") else bm25s.BM25.load(str(path), mmap=False)
         return cls(retriever, meta["ids"], meta.get("build_seconds", 0.0))

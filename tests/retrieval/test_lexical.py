@@ -31,3 +31,13 @@ def test_saved_index_loads_with_the_same_scores(tmp_path):
     second = other.save(tmp_path)  # a second save replaces the first whole, leaving no temporary folder behind
     assert second == first and LexicalIndex.load(tmp_path).ids == other.ids
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lexical"]
+
+
+def test_a_catalog_without_words_scores_nothing_and_round_trips(tmp_path):
+    """Photos-only catalogs (every text blank) still build, save and load; BM25 just has nothing to say."""
+    blank = [Product(id=p.id, title="") for p in PRODUCTS]
+    lex = LexicalIndex.build(blank)
+    assert not lex.scores(["table"]).any() and len(lex.scores(["table"])) == len(blank)
+    lex.save(tmp_path)
+    again = LexicalIndex.load(tmp_path)
+    assert again.ids == [p.id for p in blank] and not again.scores(["table"]).any()
