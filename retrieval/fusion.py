@@ -144,7 +144,7 @@ def _typo(word: str, rng: random.Random) -> str:
 
 def _say(vocab, kind: str, value: str, rng: random.Random) -> str:
     """A surface phrase that reads back as this value (a synonym when the pack has one)."""
-    options = [p for p in vocab.synonyms.get(kind, {}).get(value, [value]) if (kind, value) in vocab.reads(p)] or [value]
+    options = sorted(p for p in vocab.synonyms.get(kind, {}).get(value, [value]) if (kind, value) in vocab.reads(p)) or [value]
     return rng.choice(options)
 
 
@@ -174,8 +174,8 @@ def pseudo_queries(searcher: "Searcher", n: int = 300, seed: int = 0) -> list[Ps
         words.append(_say(vocab, "product_type", values["product_type"], rng))
         title_word = None
         if rng.random() < 0.35:
-            cands = [w for w in dict.fromkeys(searcher.title_tokens[row]) if len(w) > 3 and not w.isdigit() and not vocab.reads(w)
-                     and w not in vocab.stopwords]
+            cands = sorted(w for w in set(searcher.title_tokens[row]) if len(w) > 3 and not w.isdigit() and not vocab.reads(w)
+                     and w not in vocab.stopwords)
             if cands:
                 title_word = rng.choice(cands)
                 words.insert(0, title_word)

@@ -44,3 +44,25 @@ def test_ndcg():
     assert ndcg_at(np.array([1, 0, 0]), 1) == 1.0
     assert ndcg_at(np.array([0, 1]), 1) == pytest.approx(1 / np.log2(3))
     assert ndcg_at(np.array([0, 0]), 0) == 0.0
+
+
+@pytest.mark.slow
+def test_pseudo_queries_do_not_depend_on_the_process_hash_seed(demo_config, tmp_path):
+    """The fitted fusion must be reproducible: the same catalog gives the same pseudo-queries in any
+    process (string hashing, and so set order, changes with PYTHONHASHSEED)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(yaml.safe_dump(demo_config))
+    code = ("from retrieval.search import Searcher; from retrieval.fusion import pseudo_queries; "
+            f"print('\\n'.join(q.text for q in pseudo_queries(Searcher.from_config({str(cfg)!r}), 200, 0)))")
+    runs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "OMP_NUM_THREADS": "1"}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True, timeout=600)
+        runs.append(out.stdout.split("\n"))
+    assert len(runs[0]) > 20 and runs[0] == runs[1]
