@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-index test test-fast browser clean docker-tools docker-base docker-image docker-smoke
+.PHONY: install demo demo-index test test-fast browser clean docker-tools docker-base docker-image docker-smoke docker-clean
 
 # The venv is rebuilt when pyproject.toml changes. torch/torchvision: the pair that lies on this disk (DESIGN.md).
 $(VENV)/.installed: pyproject.toml
@@ -64,3 +64,7 @@ docker-image: docker-base
 docker-smoke: docker-image demo-index
 	bash docker/smoke.sh
 
+
+# free the disk the images take (vfs keeps a full copy per layer: ~15 GB after a few builds)
+docker-clean:
+	bash docker/podman.sh system reset -f
