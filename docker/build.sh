@@ -15,6 +15,8 @@ if [[ -n "$wheel" ]]; then
   args+=(-v "$(dirname "$wheel"):/wheels:ro" --build-arg "TORCH=/wheels/$(basename "$wheel")" --build-arg TORCH_INDEX_URL=)
   echo "torch: $(basename "$wheel") (CPU, from this disk)"
 fi
+read -ra extra <<<"${BUILD_FLAGS:-}"  # e.g. BUILD_FLAGS=--no-cache for a cold build
+args+=(${extra[@]+"${extra[@]}"})
 ca=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}  # the host's CAs: the network here re-signs TLS
 if [[ -f "$ca" ]]; then
   args+=(-v "$ca:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
