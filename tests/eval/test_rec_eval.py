@@ -3,6 +3,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from eval.rec_eval import RecEvalConfig, evaluate_recommenders, map_at_k, ratio_bootstrap, rec_markdown
 
@@ -29,7 +30,10 @@ def result(synth_catalog, tmp_path_factory):
     vec = np.random.default_rng(0).normal(size=(len(synth_catalog), 16)).astype(np.float32)
     path = tmp_path_factory.mktemp("vec") / "v.npy"
     np.save(path, vec)
-    cfg = RecEvalConfig(recommend=FAST, item_vectors=str(path), modes=["basket", "week", "item"], weeks=2, bootstrap=100, latency_users=2)
+    serve_yaml = path.parent / "serve.yaml"  # the served section as a file: its `models` replace the defaults whole
+    serve_yaml.write_text(yaml.safe_dump({"recommend": FAST}))
+    cfg = RecEvalConfig(recommend_config=str(serve_yaml), item_vectors=str(path), modes=["basket", "week", "item"], weeks=2,
+                        bootstrap=100, latency_users=2)
     return evaluate_recommenders(synth_catalog, cfg, "synthetic")
 
 
