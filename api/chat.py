@@ -809,7 +809,7 @@ def compare(engine: Engine, products: list, question: str) -> ChatAnswer:
             if no:
                 lines.append(f"Not {what}: " + "; ".join(f"{name(p)} ({', '.join(sorted(vocab_of(engine).item_values(p).get(t.kind) or [])) or '?'})" for p in no) + ".")
             if unknown:
-                lines.append(f"It does not say for " + "; ".join(name(p) for p in unknown) + ".")
+                lines.append("It does not say for " + "; ".join(name(p) for p in unknown) + ".")
             named += [p.id for p in yes + no + unknown if p.id not in named]
             sorting = {"yes": [p.id for p in yes], "no": [p.id for p in no], "unknown": [p.id for p in unknown]}
     elif dimension:

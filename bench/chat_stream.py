@@ -26,7 +26,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from eval.chat_eval import load_conversations, start_server  # noqa: E402
+from eval.chat_eval import load_conversations  # noqa: E402
+from eval.server import start_server  # noqa: E402
 from retrieval.config import load_yaml  # noqa: E402
 
 

@@ -22,8 +22,6 @@ import argparse
 import json
 import os
 import random
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -58,34 +56,13 @@ def shopper_queries(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def start_server(config: str, cache: bool, log_path: Path, timeout: float = 600):
+    from eval.server import start_server as serve
 
-
-def start_server(config: str, cache: bool, log_path: Path, timeout: float = 600) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "WHYREC_LOG_LEVEL": "warning", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {"WHYREC_LOG_LEVEL": "warning"}
     if not cache:
         env["WHYREC_EXPLAIN_CACHE_SIZE"] = "0"
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {log_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if time.time() > deadline:
-            proc.terminate()
-            raise RuntimeError(f"server not up after {timeout:.0f}s")
-        time.sleep(0.5)
+    return serve(config, timeout, env, log_path)
 
 
 def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: int, items: list[str], backend: str) -> tuple[str, dict]:

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +20,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from eval.server import start_server
 from retrieval.catalog import Catalog
 from retrieval.config import load_yaml
 from retrieval.vocabulary import KINDS, Term, item_values, matches
@@ -239,35 +236,6 @@ def summarise(results: list[TurnResult]) -> dict[str, Any]:
             "time_to_first_token": pct([r.ttft_s for r in results]), "full_answer": pct([r.total_s for r in results]),
             "failed": [{"conversation": r.conversation, "split": r.split, "turn": r.index + 1, "kind": r.kind, "say": r.say,
                         "route": r.route, "reasons": r.reasons[:4]} for r in results if not r.ok]}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(config: str, timeout: float = 300) -> tuple[subprocess.Popen, str]:
-    """`whyrec serve --config CONFIG` on a free 127.0.0.1 port, as a child process; waits for /health."""
-    import httpx
-
-    port = _free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"whyrec serve exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.terminate()
-    raise RuntimeError(f"whyrec serve did not answer /health within {timeout:.0f} s")
 
 
 def run_chat_eval(config: str, url: str | None = None, files: list[str] | None = None, splits: list[str] | None = None,

@@ -160,7 +160,6 @@ def pseudo_queries(searcher: "Searcher", n: int = 300, seed: int = 0) -> list[Ps
         if len(out) >= n:
             break
         vals = structured[row]
-        p = searcher.products[row]
         types = sorted(v for v in vals.get("product_type", ()) if not vocab.families.get("product_type", {}).get(v))
         types = types or sorted(vals.get("product_type", ()))
         if not types:

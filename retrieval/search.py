@@ -16,7 +16,6 @@ index (`lexical/`) and `fusion.json`, all written atomically.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field

@@ -1,7 +1,6 @@
 """"Goes well with" from co-occurrence sets: rooms of a tiny furniture catalog, and baskets."""
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
