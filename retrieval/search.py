@@ -372,8 +372,24 @@ class Searcher:
             raise ValueError("query must not be empty")
         settings = self.settings(ranker)
         allowed = self.filter_mask(parse_filters(filters))
+        price = self.price_mask(q)
+        if price is not None:
+            allowed = price if allowed is None else allowed & price
         # the dense top-N are always candidates, so every ranker fills k even when words and facts match few items
         return self._rank(self.query_vector(q.text), q, k, allowed, settings)
+
+    def price_mask(self, q: Query) -> np.ndarray | None:
+        """The price bounds a query names ("under 30"), as a mask; an item without a price stays in
+        (the catalog cannot say it breaks the bound)."""
+        if q.price_min is None and q.price_max is None:
+            return None
+        known = ~np.isnan(self.prices)
+        ok = np.ones(len(self.prices), bool)
+        if q.price_min is not None:
+            ok &= np.where(known, np.nan_to_num(self.prices) >= q.price_min, True)
+        if q.price_max is not None:
+            ok &= np.where(known, np.nan_to_num(self.prices) <= q.price_max, True)
+        return ok
 
     def _image_settings(self) -> FusionSettings:
         return FusionSettings("linear", 1.0, 0.0, self.cfg.attribute_weight)

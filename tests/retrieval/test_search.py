@@ -184,3 +184,13 @@ def test_cli_fit_fusion_rewrites_the_report(demo_config, tmp_path):
     assert report["queries"] == 40 and report["settings"]["kind"] in ("linear", "rrf")
     saved = json.loads((Path(demo_config["index"]["dir"]) / "fusion.json").read_text())
     assert saved["queries"] == 40
+
+
+def test_price_words_in_the_query_bound_the_results(demo_searcher):
+    """"under X" keeps priced items at or below X (demo prices are H&M's scaled ones, ~0.01-0.1)."""
+    prices = {p.id: p.price for p in demo_searcher.catalog.products}
+    cut = float(np.nanmedian([v for v in prices.values() if v is not None]))
+    hits = demo_searcher.search(f"black dress under {cut}", k=20)
+    assert len(hits) == 20 and all(prices[h.id] is None or prices[h.id] <= cut for h in hits)
+    unbounded = demo_searcher.search("black dress", k=20)
+    assert any(prices[h.id] is not None and prices[h.id] > cut for h in unbounded)  # the bound is what removed them
