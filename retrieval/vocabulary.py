@@ -145,6 +145,7 @@ class Vocabulary:
         self.aliases: dict[str, dict[str, str]] = {k: dict(v) for k, v in (pack.get("aliases") or {}).items()}
         self.compounds: dict[str, dict[str, str]] = pack.get("compounds") or {}
         self.negations = frozenset(pack.get("negations", []))
+        self.negating_but_after = frozenset(pack.get("negating_but_after", []))
         self.fillers = frozenset(pack.get("negation_fillers", []))
         self.continuers = frozenset(pack.get("negation_continuers", []))
         self.stopwords = frozenset(pack.get("stopwords", []))
@@ -234,7 +235,7 @@ class Vocabulary:
             w = toks[i]
             if i in clause_starts:
                 neg = None
-            if w in self.negations:
+            if w in self.negations or (w == "but" and i > 0 and toks[i - 1] in self.negating_but_after):
                 neg = "seek"
                 i += 1
                 continue

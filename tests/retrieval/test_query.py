@@ -43,3 +43,10 @@ def test_one_reader_for_queries_and_claims():
 
     text = "a black dress, not red"
     assert [(t.kind, t.value, t.negated) for t in read_terms(text)] == [(t.kind, t.value, t.negated) for t in read_query(text).terms]
+
+
+def test_anything_but_excludes_and_a_plain_but_does_not():
+    q = read_query("a scarf, anything but grey")
+    assert q.values("colour", negated=True) == ["grey"] and not q.values("colour")
+    q = read_query("black jeans but not too tight")
+    assert q.values("colour") == ["black"] and q.values("fit", negated=True) == ["slim"]
