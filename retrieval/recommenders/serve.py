@@ -132,9 +132,7 @@ class ServedRecommender:
 def query_scores(searcher, query: str, catalog: Catalog) -> tuple[np.ndarray, list]:
     """A query's score of every catalog item (catalog order) as search scores it: dense similarity
     plus the share of the query's named values the item's facts back; and the query's terms."""
-    from retrieval.query import read_query
-
-    q = read_query(query)
+    q = searcher.read(query)  # the catalog's vocabulary: its terms are the keys of the searcher's fact postings
     qv = searcher.query_vector(q.text)
     dense = np.zeros(len(catalog), np.float32)
     rows = np.array([searcher.index.row.get(pid, -1) for pid in catalog.ids])
