@@ -60,13 +60,13 @@ ORDINAL_RE = re.compile(r"\b(?:the\s+)?(" + "|".join(ORDINALS) + r")\b(?!\s+(?:t
                         r"(?:number|no\.|#|option|item)\s*(\d{1,2})\b", re.I)
 SINGLE_RE = re.compile(r"\b(it|its|it's|this|that|this one|that one|the one)\b", re.I)
 PLURAL_RE = re.compile(r"\b(they|them|these|those|all of them|both|any of them|either|each)\b", re.I)
-# a question that asks for products is a request ("do you have ...?"), not a question about one
-REQUEST_RE = re.compile(r"\b(do you have|have you got|got any|are there|is there|can you (show|find|get|recommend|suggest)|"
-                        r"could you (show|find|get|recommend|suggest)|can i (see|get)|show me|find me|i need|i want|i'd like|"
-                        r"i would like|i'm looking|im looking|i am looking|looking for|anything|something|any\b|recommend|suggest|"
-                        r"give me|how about|what about)", re.I)
-REQUEST_CORE_RE = re.compile(r"\b(do you have|have you got|got any|are there|is there|can you (show|find|get)|could you (show|find|get)|"
-                             r"can i (see|get)|show me|find me|i need|i want|i'd like|i would like|looking for|give me)", re.I)
+# a question that asks for products is a request ("do you have ...?"), not a question about one;
+# the core phrases ask outright, the wider set also takes softer asks ("anything", "how about")
+_REQUEST_CORE = (r"do you have|have you got|got any|are there|is there|can you (show|find|get)|could you (show|find|get)|"
+                 r"can i (see|get)|show me|find me|i need|i want|i'd like|i would like|looking for|give me")
+REQUEST_CORE_RE = re.compile(r"\b(" + _REQUEST_CORE + ")", re.I)
+REQUEST_RE = re.compile(r"\b(" + _REQUEST_CORE + r"|i'm looking|im looking|i am looking|anything|something|any\b|recommend|suggest|"
+                        r"how about|what about)", re.I)
 REJECT_RE = re.compile(r"\b(don't|do not|didn't|did not|dont) (like|love|want|need)\b|\b(dislike|hate|not keen on|not that one)\b", re.I)
 QUESTION_RE = re.compile(r"\?\s*$|^\s*(is|are|does|do|did|has|have|was|were|can|could|will|would|what|what's|whats|which|how|"
                          r"why|where|who|tell me|describe|explain)\b", re.I)
