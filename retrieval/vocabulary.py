@@ -129,6 +129,8 @@ class CatalogPart:
 class Vocabulary:
     """A language pack, optionally extended with one catalog's own values (see module doc)."""
 
+    EMBED_CACHE_MAX = 20_000
+
     def __init__(self, pack: dict | str = "en", part: CatalogPart | None = None, vectors: np.ndarray | None = None):
         pack_name = pack if isinstance(pack, str) else "custom"
         pack = load_pack(pack) if isinstance(pack, str) else pack
@@ -162,7 +164,7 @@ class Vocabulary:
         self.embed: Callable[[Sequence[str]], np.ndarray] | None = None  # text tower, for reading unknown words
         self._accepts: dict[tuple[str, str], frozenset[str]] = {}
         self._canon: dict[tuple[str, str], str | None] = {}
-        self._embed_cache: dict[str, np.ndarray] = {}
+        self._embed_cache: dict[str, np.ndarray] = {}  # phrase -> text-tower vector (bounded by EMBED_CACHE_MAX)
         if part:
             for kind, vals in part.values.items():
                 for value, phrases in vals.items():
@@ -313,11 +315,11 @@ class Vocabulary:
         """Text-tower vectors of short phrases (cached; needs `embed`)."""
         missing = [t for t in dict.fromkeys(texts) if t not in self._embed_cache]
         if missing:
+            if len(self._embed_cache) + len(missing) > self.EMBED_CACHE_MAX:
+                self._embed_cache.clear()  # bounded memory in a long-running server; cleared before, never under, a read
             vecs = np.asarray(self.embed(missing), dtype=np.float32)
             for t, v in zip(missing, vecs):
                 self._embed_cache[t] = v
-            if len(self._embed_cache) > 20_000:
-                self._embed_cache.clear()
         return np.stack([self._embed_cache[t] for t in texts])
 
     def nearest(self, phrase: str, kind: str = "product_type", within: frozenset[str] | None = None) -> list[tuple[str, float]]:

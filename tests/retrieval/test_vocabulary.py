@@ -1,3 +1,5 @@
+import numpy as np
+
 from retrieval.catalog import Product
 from retrieval.vocabulary import Term, accepts, canonical, extract_terms, item_values, matches
 
@@ -155,3 +157,16 @@ def test_words_the_catalog_does_not_use_are_read_by_the_text_tower():
     assert len(lamp) == 1 and lamp[0].similarity is not None
     assert {lamp[0].value, *lamp[0].also} <= {"table lamp", "wall lamp"}  # narrowed inside the lamp family
     assert not vocab.extract_terms("quantum physics", similar=True)  # nothing close enough: no term
+
+
+def test_the_phrase_vector_cache_stays_bounded_and_still_answers():
+    """A long-running server embeds many phrases: the cache is emptied when full, and the call that
+    fills it still gets its vectors (it used to clear them before reading them back)."""
+    from retrieval.vocabulary import Vocabulary
+
+    v = Vocabulary("en")
+    v.embed = lambda texts: np.ones((len(texts), 4), np.float32)
+    v.EMBED_CACHE_MAX = 3
+    assert v.embed_texts(["a", "b"]).shape == (2, 4)
+    out = v.embed_texts(["c", "d"])  # 2 + 2 > 3: the cache is emptied first
+    assert out.shape == (2, 4) and len(v._embed_cache) == 2
