@@ -32,7 +32,7 @@ from synth_data.grounding import claims, judge
 
 from api.deps import Engine
 from api.schemas import QUERY_MAX, ChatMessage
-from api.service import histories, rationale
+from api.service import rationale, shopper_items
 from api.settings import Settings
 from api.uploads import UploadError, decode_image
 
@@ -213,7 +213,7 @@ def answer(engine: Engine, settings: Settings, messages: Sequence[ChatMessage], 
     text = last.text().strip()[:QUERY_MAX]
     before = state.copy()
     turn = interpret(engine, state, text)
-    history = histories(engine).get(user or "", [])[-settings.history_used:]
+    history = shopper_items(engine, user, settings.history_used) if user else []
     log.debug("chat turn %r -> %s (changed %s); state: %s", text[:80], turn.kind, turn.changed, compose(state))
     return respond(engine, settings, before, state, turn, history)
 

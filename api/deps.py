@@ -195,6 +195,7 @@ def build_engine(settings: Settings, generation: int = 0,
     if settings.warmup:
         warm_up(searcher)
     searcher.histories()  # built now, not on the first request
+    _ = searcher.catalog.interactions.by_activity, searcher.catalog.interactions.last_days  # /users: ranked once
     recommender, goes_with = build_recommenders(settings, searcher)
     engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with,
                     category_head=build_category_head(settings, searcher))

@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any, Sequence
 
+import numpy as np
+
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
 
@@ -35,30 +37,39 @@ def item_out(engine: Engine, product) -> ItemOut:
     )
 
 
-def histories(engine: Engine) -> dict[str, list[str]]:
-    """user -> purchased item ids, oldest first (the searcher builds them once)."""
-    return engine.searcher.histories()
+def shopper_items(engine: Engine, user_id: str, limit: int | None = None) -> list[str]:
+    """A shopper's purchased item ids, oldest first (the last `limit`); [] for an unknown shopper.
+    Read from the catalog's CSR histories (`retrieval.interactions`), built once per engine."""
+    inter = engine.catalog.interactions
+    items = inter.history_items(user_id)
+    if limit is not None:
+        items = items[-limit:] if limit > 0 else items[:0]
+    return [engine.catalog.ids[int(r)] for r in items]
 
 
-def last_purchase_dates(engine: Engine) -> dict[str, str]:
-    """user -> the date of their last purchase (YYYY-MM-DD), built once per engine."""
-    def build() -> dict[str, str]:
-        last: dict[str, Any] = {}
-        for it in engine.catalog.interactions:
-            t = it.timestamp
-            if t is not None and t == t and (it.user not in last or t > last[it.user]):  # t == t: not NaT
-                last[it.user] = t
-        return {u: t.strftime("%Y-%m-%d") for u, t in last.items()}
+def shoppers(engine: Engine) -> int:
+    """How many shoppers have purchases."""
+    return engine.catalog.interactions.n_users
 
-    return engine.memo("last_purchase_dates", build)
+
+def top_shoppers(engine: Engine, limit: int) -> list[tuple[str, int, str | None]]:
+    """(shopper, purchases, last purchase YYYY-MM-DD), most active first (ties by id); the ranking
+    and the last days are computed once per catalog, so a call costs only `limit` rows."""
+    inter = engine.catalog.interactions
+    counts = inter.histories().lengths()
+    out = []
+    for c in inter.by_activity[:limit]:
+        last = inter.last_days[c]
+        out.append((str(inter.user_ids[c]), int(counts[c]), None if np.isnat(last) else str(last)))
+    return out
 
 
 def history_of(engine: Engine, user_id: str, limit: int) -> list[str]:
     """A shopper's most recent `limit` purchases, oldest first (404 for an unknown shopper)."""
-    items = histories(engine).get(user_id)
+    items = shopper_items(engine, user_id, limit)
     if not items:
         raise HTTPException(404, f"no shopper {user_id!r} with purchases in the catalog")
-    return items[-limit:]
+    return items
 
 
 def indexed_or_404(engine: Engine, item_id: str):

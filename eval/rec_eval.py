@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from eval import metrics as M
 from eval.splits import PROTOCOL, Split, make_splits, purchases
@@ -64,6 +65,7 @@ class RecEvalConfig:
     bootstrap: int = 1000
     sampled_negatives: int = 100  # the sampled-AUC variant
     latency_users: int = 30  # shoppers scored one at a time to time each model
+    score_batch: int = 1024  # shoppers scored at once: scores are (batch x items), never (all shoppers x items)
     seed: int = 0
     threads: int = 1
 
@@ -164,13 +166,21 @@ def slice_masks(catalog: Catalog, split: Split, data: TrainData, users: list[str
     return masks
 
 
-def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, excluded: np.ndarray | None,
+def _dense_row(m: sp.csr_matrix, r: int) -> np.ndarray:
+    """Row r of a sparse bool matrix as a dense bool vector (one shopper at a time)."""
+    row = np.zeros(m.shape[1], bool)
+    row[m.indices[m.indptr[r]:m.indptr[r + 1]]] = True
+    return row
+
+
+def per_user_metrics(S: np.ndarray, targets: list[list[int]], keys: np.ndarray, excluded: sp.csr_matrix | None,
                      ks: list[int], n_neg: int, seed: int, offset: int = 0) -> tuple[list[str], np.ndarray]:
-    """(metric names, (shoppers, metrics) matrix) of one model's scores."""
+    """(metric names, (shoppers, metrics) matrix) of one model's scores; `excluded`: sparse
+    (shoppers x items) items not to rank (their purchases)."""
     names: list[str] | None = None
     rows = []
     for r, t in enumerate(targets):
-        ex = None if excluded is None else excluded[r]
+        ex = None if excluded is None else _dense_row(excluded, r)
         ranks, n_cand = M.ranks_of(S[r], t, keys, ex)
         vals = M.ranking_metrics(ranks, n_cand, ks)
         vals["map@12"] = map_at_k(ranks, len(t), 12)
@@ -223,7 +233,7 @@ def _latency_ms(model, histories, n: int) -> list[float]:
 
 def candidate_recall(ranker: Ranker, histories, targets: list[list[int]], ks: list[int]) -> dict:
     """Share of held-out items among each source's top-K (its configured K and `ks`), and the union's."""
-    cands = ranker.candidates(histories)
+    cands = [c for s in range(0, len(histories), 1024) for c in ranker.candidates(histories[s:s + 1024])]
     out: dict[str, dict[str, float]] = {}
     for src, n in ranker.n_cand.items():
         row = {}
@@ -288,14 +298,20 @@ def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, da
                 t = time.time()
                 model = create_recommender(name, specs, ctx).fit(data)
                 timing[name]["fit_s"] += time.time() - t
-                t = time.time()
-                S = model.score_histories(hists)
-                timing[name]["score_all_s"] += time.time() - t
+                parts: dict[bool, list[np.ndarray]] = {e: [] for e in cfg.exclude_bought}
+                for b in range(0, len(users), cfg.score_batch):  # (batch x items) scores at a time
+                    t = time.time()
+                    S = model.score_histories(hists[b:b + cfg.score_batch])
+                    timing[name]["score_all_s"] += time.time() - t
+                    for e in cfg.exclude_bought:
+                        ex = None if excluded[e] is None else excluded[e][b:b + cfg.score_batch]
+                        metric_names, vals = per_user_metrics(S, targets[b:b + cfg.score_batch], keys, ex, cfg.ks,
+                                                              cfg.sampled_negatives, cfg.seed, offset + b)
+                        parts[e].append(vals)
+                for e in cfg.exclude_bought:
+                    per_model[e][name].append(np.concatenate(parts[e]))
                 if si == 0:
                     timing[name]["latency_ms"] = _latency_ms(model, hists, cfg.latency_users)
-                for e in cfg.exclude_bought:
-                    metric_names, vals = per_user_metrics(S, targets, keys, excluded[e], cfg.ks, cfg.sampled_negatives, cfg.seed, offset)
-                    per_model[e][name].append(vals)
                 if isinstance(model, Ranker):
                     info = ranker_info.setdefault(name, {"splits": []})
                     info["splits"].append({"split": split.name, **model.info,

@@ -1,4 +1,4 @@
-"""The catalog: one product schema, one interaction schema, stored as Parquet.
+"""The catalog: one product schema, one interaction schema (`retrieval.interactions`), stored as Parquet.
 
 Every importer (see `retrieval.importers`) turns a public format into these two tables, and every
 other part of whyrec reads only these. The text an encoder sees is built here, in `product_text`.
@@ -9,12 +9,18 @@ import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from retrieval.artifacts import atomic_path
+from retrieval.interactions import Interactions
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +62,6 @@ class Product:
         return out
 
 
-@dataclass
-class Interaction:
-    """A shopper's event on an item (a purchase, a review, a click) with its weight."""
-
-    user: str
-    item: str
-    timestamp: pd.Timestamp
-    weight: float = 1.0
-
-
 def product_text(p: Product) -> str:
     """The one text an encoder sees for an item: title, salient attributes, description."""
     facts = p.facts()
@@ -82,28 +78,123 @@ def product_text(p: Product) -> str:
     return ". ".join(x.strip().rstrip(".") for x in parts if x.strip()) + "."
 
 
-class Catalog:
-    """Products (by id, in a stable order) and the interactions on them."""
+class ProductTable(Sequence):
+    """The products of a stored catalog, kept as Arrow columns and made into `Product` objects
+    on access (a bounded cache keeps the hot ones). At 1M items a list of Product dataclasses
+    with their dicts costs GBs; the Arrow strings cost about the file's uncompressed size."""
 
-    def __init__(self, products: Iterable[Product], interactions: Iterable[Interaction] = (), root: str | Path = "."):
-        self.products: list[Product] = list(products)
-        self.root = Path(root)
-        self.by_id: dict[str, Product] = {}
-        for p in self.products:
-            if p.id in self.by_id:
-                raise ValueError(f"duplicate product id {p.id!r}")
-            self.by_id[p.id] = p
-        self.interactions: list[Interaction] = list(interactions)
-        self.ids: list[str] = [p.id for p in self.products]
+    COLUMNS = ("id", "title", "description", "attributes", "category", "colour", "price", "image_paths", "group_id")
+
+    def __init__(self, table: pa.Table, root: str | Path, cache_size: int = 65536):
+        missing = [c for c in self.COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{PRODUCTS_FILE} lacks columns {missing}")
+        self.table = table.select(list(self.COLUMNS)).combine_chunks()
+        self.root = os.path.realpath(root)
+        self._cols = {c: self.table.column(c) for c in self.COLUMNS}
+        self._get = lru_cache(maxsize=cache_size)(self._make)
 
     def __len__(self) -> int:
-        return len(self.products)
+        return self.table.num_rows
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(len(self)))]
+        n = len(self)
+        i = int(i)
+        if not -n <= i < n:
+            raise IndexError(f"product row {i} out of range ({n} products)")
+        return self._get(i % n)
+
+    def __add__(self, other) -> list[Product]:
+        return list(self) + list(other)
+
+    def _make(self, i: int) -> Product:
+        c = self._cols
+        price = c["price"][i].as_py()
+        return Product(
+            id=str(c["id"][i].as_py()),
+            title=str(c["title"][i].as_py()),
+            description=str(c["description"][i].as_py() or ""),
+            attributes=json.loads(c["attributes"][i].as_py() or "{}"),
+            category=json.loads(c["category"][i].as_py() or "[]"),
+            colour=str(c["colour"][i].as_py() or ""),
+            price=None if price is None or price != price else float(price),
+            image_paths=[resolve_image_path(p, self.root) for p in json.loads(c["image_paths"][i].as_py() or "[]")],
+            group_id=str(c["group_id"][i].as_py() or ""),
+        )
+
+    def ids(self) -> list[str]:
+        return [str(x) for x in self._cols["id"].to_pylist()]
+
+
+class _ById(Mapping):
+    """`catalog.by_id`: id -> Product, looked up through the id -> row table (no second copy)."""
+
+    def __init__(self, catalog: "Catalog"):
+        self._c = catalog
 
     def __getitem__(self, item_id: str) -> Product:
-        return self.by_id[item_id]
+        return self._c.products[self._c.row[item_id]]
 
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self.by_id
+        return item_id in self._c.row
+
+    def __iter__(self):
+        return iter(self._c.ids)
+
+    def __len__(self) -> int:
+        return len(self._c.ids)
+
+
+class Catalog:
+    """Products (by id, in a stable order) and the interactions on them.
+
+    `products` is a sequence of `Product` (a list when built in memory, a lazy `ProductTable`
+    when loaded); `interactions` an `Interactions` (columns, item codes = product rows)."""
+
+    def __init__(self, products: Iterable[Product] | ProductTable, interactions: Interactions | pd.DataFrame | Iterable[tuple] = (),
+                 root: str | Path = "."):
+        self.products: Sequence[Product] = products if isinstance(products, ProductTable) else list(products)
+        self.root = Path(root)
+        self.ids: list[str] = self.products.ids() if isinstance(self.products, ProductTable) else [p.id for p in self.products]
+        self.row: dict[str, int] = {}
+        for n, pid in enumerate(self.ids):
+            if pid in self.row:
+                raise ValueError(f"duplicate product id {pid!r}")
+            self.row[pid] = n
+        self.id_array = np.asarray(self.ids, dtype=object)
+        self.by_id: Mapping[str, Product] = _ById(self)
+        self._interactions_file: Path | None = None
+        self.interactions = interactions
+
+    @property
+    def interactions(self) -> Interactions:
+        """The interactions as columns; a loaded catalog reads its file on first use (a catalog
+        opened only to look products up never pays for 31M purchases)."""
+        if self._interactions is None:
+            path, self._interactions_file = self._interactions_file, None
+            self._interactions = Interactions.read(path, self.id_array, self.row) if path else Interactions.empty(self.id_array)
+        return self._interactions
+
+    @interactions.setter
+    def interactions(self, value: Interactions | pd.DataFrame | Iterable[tuple]) -> None:
+        if isinstance(value, Interactions):
+            value = value if value.item_ids is self.id_array else value.recode(self.id_array, self.row)
+        elif isinstance(value, pd.DataFrame):
+            value = Interactions.from_frame(value, self.id_array, self.row)
+        else:
+            value = Interactions.from_records(value, self.id_array)
+        self._interactions: Interactions | None = value
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, item_id: str) -> Product:
+        return self.products[self.row[item_id]]
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.row
 
     def image_file(self, p: Product) -> Path | None:
         """The item's first image as an absolute path (relative paths are under the catalog dir)."""
@@ -112,18 +203,13 @@ class Catalog:
         return Path(resolve_image_path(p.image_path, self.root))
 
     def interactions_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "user": [i.user for i in self.interactions],
-                "item": [i.item for i in self.interactions],
-                "timestamp": pd.to_datetime([i.timestamp for i in self.interactions]),
-                "weight": [float(i.weight) for i in self.interactions],
-            }
-        )
+        """(user, item, timestamp, weight) with string ids, in stored order."""
+        return self.interactions.frame()
 
-    # ----- storage -----
-    def save(self, directory: str | Path) -> Path:
-        """Write products and interactions as Parquet (each file atomically: `retrieval.artifacts`)."""
+    # ----- storage
+    def save(self, directory: str | Path, interactions: bool = True) -> Path:
+        """Write products and interactions as Parquet (each file atomically: `retrieval.artifacts`);
+        `interactions=False`: products only (a streaming importer wrote the interactions)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         rows = []
@@ -136,7 +222,8 @@ class Catalog:
             rows.append(d)
         frame = pd.DataFrame(rows, columns=[f for f in Product.__dataclass_fields__])
         _atomic_parquet(frame, directory / PRODUCTS_FILE)
-        _atomic_parquet(self.interactions_frame(), directory / INTERACTIONS_FILE)
+        if interactions:
+            self.interactions.write(directory / INTERACTIONS_FILE)
         return directory
 
     @classmethod
@@ -147,30 +234,12 @@ class Catalog:
             raise FileNotFoundError(
                 f"no catalog at {directory} (missing {PRODUCTS_FILE}); run `whyrec data import` first"
             )
-        frame = pd.read_parquet(path)
-        products = [
-            Product(
-                id=str(r.id),
-                title=str(r.title),
-                description=str(r.description or ""),
-                attributes=json.loads(r.attributes),
-                category=json.loads(r.category),
-                colour=str(r.colour or ""),
-                price=None if pd.isna(r.price) else float(r.price),
-                image_paths=[resolve_image_path(i, directory) for i in json.loads(r.image_paths)],
-                group_id=str(r.group_id or ""),
-            )
-            for r in frame.itertuples(index=False)
-        ]
-        interactions: list[Interaction] = []
+        products = ProductTable(pq.read_table(path), directory)
+        catalog = cls(products, (), root=directory)
         ipath = directory / INTERACTIONS_FILE
         if ipath.exists():
-            f = pd.read_parquet(ipath)
-            interactions = [
-                Interaction(str(u), str(i), t, float(w))
-                for u, i, t, w in zip(f["user"], f["item"], f["timestamp"], f["weight"])
-            ]
-        return cls(products, interactions, root=directory)
+            catalog._interactions, catalog._interactions_file = None, ipath
+        return catalog
 
 
 def stored_image_path(path: str, catalog_dir: str | Path) -> str:

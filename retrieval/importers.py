@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import re
-import statistics
 import zlib
 from collections import deque
 from functools import lru_cache
@@ -30,12 +29,18 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 from PIL import Image
 from tqdm import tqdm
 
 from retrieval.artifacts import atomic_write_json
-from retrieval.catalog import REPORT_FILE, Catalog, Interaction, Product
+from retrieval.artifacts import atomic_path
+from retrieval.catalog import INTERACTIONS_FILE, REPORT_FILE, Catalog, Product
+from retrieval.interactions import InteractionWriter
 from retrieval.vocabulary import canonical
 
 log = logging.getLogger(__name__)
@@ -69,6 +74,17 @@ class ImportReport:
         ex = self.examples.setdefault(reason, [])
         if len(ex) < MAX_EXAMPLES:
             ex.append(example[:200])
+
+    def add_many(self, reason: str, n: int, examples: Iterable[str]) -> None:
+        """Count `n` rows under `reason` at once (a streamed batch), keeping the first examples."""
+        if n <= 0:
+            return
+        self.problems[reason] = self.problems.get(reason, 0) + int(n)
+        ex = self.examples.setdefault(reason, [])
+        for e in examples:
+            if len(ex) >= MAX_EXAMPLES:
+                break
+            ex.append(str(e)[:200])
 
     def count(self, reason: str) -> int:
         return self.problems.get(reason, 0)
@@ -381,20 +397,32 @@ class ProductCollector:
         return True
 
 
-def finish(collector: ProductCollector, interactions: Iterable[Interaction], out: str | Path) -> tuple[Catalog, ImportReport]:
-    """Drop interactions on unknown items (counted), save catalog and report to `out`."""
+Record = tuple  # (user, item, timestamp, weight): one interaction of a small-format import
+
+
+def finish(collector: ProductCollector, interactions: Iterable[Record], out: str | Path,
+           streamed: int | None = None) -> tuple[Catalog, ImportReport]:
+    """Drop interactions on unknown items (counted), save catalog and report to `out`.
+    `streamed`: the interactions were already written to `out` by a streaming writer (their count);
+    the returned catalog then reads them only when asked for."""
     report = collector.report
+    out = Path(out)
     kept = []
     for it in interactions:
-        if it.item not in collector.products:
-            report.add("interaction_unknown_item", f"user {it.user[:12]} item {it.item}")
+        if it[1] not in collector.products:
+            report.add("interaction_unknown_item", f"user {it[0][:12]} item {it[1]}")
             continue
         kept.append(it)
-    catalog = Catalog(collector.products.values(), kept, root=out)
+    if streamed is not None:
+        Catalog(collector.products.values(), root=out).save(out, interactions=False)
+        catalog = Catalog.load(out)
+        report.interactions = streamed
+    else:
+        catalog = Catalog(collector.products.values(), kept, root=out)
+        catalog.save(out)
+        report.interactions = len(catalog.interactions)
     report.products = len(catalog)
-    report.interactions = len(kept)
-    catalog.save(out)
-    atomic_write_json(Path(out) / REPORT_FILE, report.to_dict(), indent=2)
+    atomic_write_json(out / REPORT_FILE, report.to_dict(), indent=2)
     log.info(report.summary().splitlines()[0])
     return catalog, report
 
@@ -440,26 +468,6 @@ def import_hm(source: str | Path, out: str | Path, verify_images: bool = True,
     image_root = (_need_dir(local_image_dir, "--local-image-dir") or source / "images").resolve()
     report = ImportReport("hm", str(source))
 
-    prices: dict[str, list[float]] = {}
-    interactions: list[Interaction] = []
-    tpath = source / "transactions.csv"
-    if tpath.exists():
-        for ref, row in tqdm(iter_csv(tpath, report, "interactions", required=("t_dat", "customer_id", "article_id")),
-                             desc="hm transactions", unit="row", mininterval=2):
-            item = clean(row.get("article_id"))
-            item = item.zfill(10) if item.isdigit() else item
-            user, ts = clean(row.get("customer_id")), parse_timestamp(row.get("t_dat"))
-            if not user or not item or ts is None:
-                report.add("bad_interaction", f"{ref}: user {user[:12]!r} item {item!r} date {row.get('t_dat')!r}")
-                continue
-            interactions.append(Interaction(user, item, ts, 1.0))
-            try:
-                prices.setdefault(item, []).append(float(row.get("price") or "nan"))
-            except ValueError:
-                report.add("bad_price", f"{ref}: {row.get('price')!r}")
-    else:
-        report.notes.append("no transactions.csv: no interactions and no prices")
-
     collector = ProductCollector(report, verify_images)
     for ref, row in tqdm(iter_csv(articles, report, required=("article_id", "prod_name")),
                          desc="hm articles", unit="item", mininterval=2):
@@ -467,7 +475,6 @@ def import_hm(source: str | Path, out: str | Path, verify_images: bool = True,
         aid = aid.zfill(10) if aid.isdigit() else aid
         attrs = {k: clean(row.get(col)) for k, col in HM_ATTRIBUTES.items() if clean(row.get(col))}
         category = [clean(row.get(c)) for c in ("index_group_name", "product_group_name", "product_type_name")]
-        paid = [x for x in prices.get(aid, []) if not math.isnan(x)]
         p = Product(
             id=aid,
             title=clean(row.get("prod_name")),
@@ -475,12 +482,120 @@ def import_hm(source: str | Path, out: str | Path, verify_images: bool = True,
             attributes=attrs,
             category=[c for c in category if c],
             colour=attrs.get("colour", ""),
-            price=statistics.median(paid) if paid else None,
+            price=None,  # the median paid price, from the transactions below
             image_paths=[str(hm_image_path(image_root, aid))] if aid else [],
             group_id=clean(row.get("product_code")),
         )
         collector.add(p, ref)
-    return finish(collector, interactions, out)
+
+    tpath = source / "transactions.csv"
+    if not tpath.exists():
+        report.notes.append("no transactions.csv: no interactions and no prices")
+        return finish(collector, [], out)
+    ids = list(collector.products)
+    with atomic_path(Path(out) / INTERACTIONS_FILE) as tmp, InteractionWriter(tmp) as writer:
+        prices = stream_hm_transactions(tpath, ids, report, writer)
+    for aid, price in zip(ids, prices):
+        collector.products[aid].price = None if math.isnan(price) else float(price)
+    return finish(collector, [], out, streamed=writer.rows)
+
+
+HM_TRANSACTION_COLUMNS = ("t_dat", "customer_id", "article_id", "price")
+
+
+def stream_hm_transactions(path: Path, item_ids: list[str], report: ImportReport, writer: InteractionWriter,
+                           block_size: int = 16 << 20) -> np.ndarray:
+    """Stream a Kaggle transactions_train.csv into `writer` one block at a time (pyarrow's
+    incremental CSV reader: C++ parsing, memory bounded by the block size, not the file), dropping
+    rows on unknown articles (counted) and undated rows. Returns each item's median paid price
+    (NaN: none), from per-item counts of distinct prices (bounded by how many prices an item has)."""
+    index = pd.Index(item_ids)
+    bad_rows: list[str] = []
+
+    def invalid(row) -> str:
+        report.interaction_rows_read += 1
+        bad_rows.append(f"{path.name}:{row.number}: {row.text[:120]!r}" if row.number is not None else repr(row.text[:120]))
+        return "skip"
+
+    try:
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=block_size),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=invalid),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in HM_TRANSACTION_COLUMNS + ("sales_channel_id",)},
+                                                 strings_can_be_null=False))
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: not a readable CSV ({err})") from err
+    missing = [c for c in ("t_dat", "customer_id", "article_id") if c not in reader.schema.names]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing} (Kaggle transactions_train.csv layout expected)")
+    counts: pd.Series | None = None  # (item row, price) -> units
+    bar = tqdm(desc="hm transactions", unit="row", unit_scale=True, mininterval=2)
+    for batch in reader:
+        n = batch.num_rows
+        report.interaction_rows_read += n
+        bar.update(n)
+        user = pc.utf8_trim_whitespace(batch.column("customer_id"))
+        art = pc.utf8_trim_whitespace(batch.column("article_id"))
+        art = pc.if_else(pc.utf8_is_digit(art), pc.utf8_lpad(art, width=10, padding="0"), art)
+        day_text = pc.utf8_trim_whitespace(batch.column("t_dat"))
+        ts = pc.strptime(day_text, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.timestamp("ns")).to_numpy(zero_copy_only=False)
+        ts = np.asarray(ts, "datetime64[ns]")
+        odd = np.flatnonzero(np.isnat(ts))
+        day_strings = day_text.to_numpy(zero_copy_only=False)
+        for j in odd:  # another date format (rare): the general reader
+            t = parse_timestamp(day_strings[j])
+            if t is not None:
+                ts[j] = np.datetime64(t.to_datetime64(), "ns")
+        users = np.asarray(user.to_numpy(zero_copy_only=False), object)
+        items = np.asarray(art.to_numpy(zero_copy_only=False), object)
+        bad = (users == "") | (items == "") | np.isnat(ts)
+        if bad.any():
+            report.add_many("bad_interaction", int(bad.sum()), (f"{path.name}: user {users[j][:12]!r} item {items[j]!r} date {day_strings[j]!r}"
+                                                                for j in np.flatnonzero(bad)[:MAX_EXAMPLES]))
+        rows = index.get_indexer(items)
+        unknown = (rows < 0) & ~bad
+        if unknown.any():
+            report.add_many("interaction_unknown_item", int(unknown.sum()),
+                            (f"user {users[j][:12]} item {items[j]}" for j in np.flatnonzero(unknown)[:MAX_EXAMPLES]))
+        keep = ~(bad | unknown)
+        if "price" in batch.schema.names:
+            text = pc.utf8_trim_whitespace(batch.column("price")).to_numpy(zero_copy_only=False)
+            price = pd.to_numeric(pd.Series(text), errors="coerce").to_numpy(np.float64)
+            unreadable = keep & np.isnan(price) & (np.asarray(text, object) != "")
+            if unreadable.any():
+                report.add_many("bad_price", int(unreadable.sum()), (f"{path.name}: {text[j]!r}" for j in np.flatnonzero(unreadable)[:MAX_EXAMPLES]))
+            paid = keep & ~np.isnan(price)
+            c = pd.DataFrame({"row": rows[paid], "price": price[paid]}).groupby(["row", "price"]).size()
+            counts = c if counts is None else counts.add(c, fill_value=0)
+        idx = np.flatnonzero(keep)
+        writer.write_table(pa.table({"user": user.take(idx), "item": art.take(idx), "timestamp": pa.array(ts[idx], pa.timestamp("ns")),
+                                     "weight": pa.array(np.ones(len(idx)), pa.float64())}))
+        report.interactions = writer.rows
+    bar.close()
+    if bad_rows:
+        report.add_many("interaction_bad_csv_row", len(bad_rows), bad_rows)
+    return median_prices(counts, len(item_ids))
+
+
+def median_prices(counts: pd.Series | None, n_items: int) -> np.ndarray:
+    """Per item row, the median of its paid prices from (row, price) -> units counts (NaN: none);
+    the mean of the two middle prices for an even count, as `statistics.median`."""
+    out = np.full(n_items, np.nan)
+    if counts is None or not len(counts):
+        return out
+    counts = counts.sort_index()
+    rows = counts.index.get_level_values(0).to_numpy()
+    price = counts.index.get_level_values(1).to_numpy(np.float64)
+    units = counts.to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    ends = np.r_[starts[1:], len(rows)]
+    for s, e in zip(starts, ends):
+        cum = np.cumsum(units[s:e])
+        n = cum[-1]
+        lo = price[s + np.searchsorted(cum, (n - 1) // 2, side="right")]
+        hi = price[s + np.searchsorted(cum, n // 2, side="right")]
+        out[rows[s]] = (lo + hi) / 2
+    return out
 
 
 # ----------------------------------------------------------------------------- plain JSONL / CSV
@@ -544,7 +659,7 @@ def import_plain(source: str | Path, out: str | Path, verify_images: bool = True
             continue
         collector.add(p, ref)
 
-    interactions: list[Interaction] = []
+    interactions: list[Record] = []
     folder = pfile.parent
     ifile = next((folder / f"interactions.{e}" for e in ("jsonl", "csv") if (folder / f"interactions.{e}").exists()), None)
     if ifile is not None and not source.is_file():
@@ -554,7 +669,7 @@ def import_plain(source: str | Path, out: str | Path, verify_images: bool = True
             if not user or not item or ts is None or weight is None:
                 report.add("bad_interaction", f"{ref}: {json.dumps(obj, default=str, ensure_ascii=False)[:120]}")
                 continue
-            interactions.append(Interaction(user, item, ts, weight))
+            interactions.append((user, item, ts, weight))
     return finish(collector, interactions, out)
 
 
@@ -686,7 +801,7 @@ def import_amazon2023(source: str | Path, out: str | Path, verify_images: bool =
         report.notes.append(f"{with_urls} items list image URLs, but no --local-image-dir was given: "
                             "they are text-only (whyrec never downloads images)")
 
-    interactions: list[Interaction] = []
+    interactions: list[Record] = []
     for rfile in review_files:
         for ref, obj in tqdm(iter_jsonl(rfile, report, "interactions"), desc=rfile.name, unit="review", mininterval=2):
             user, item = clean(obj.get("user_id")), clean(obj.get("parent_asin") or obj.get("asin"))
@@ -698,7 +813,7 @@ def import_amazon2023(source: str | Path, out: str | Path, verify_images: bool =
             if rating is None:
                 report.add("interaction_no_rating", f"{ref}: rating {obj.get('rating')!r}, weight 1")
                 rating = 1.0
-            interactions.append(Interaction(user, item, ts, rating))
+            interactions.append((user, item, ts, rating))
     if not review_files:
         report.notes.append("no reviews file: no interactions")
     return finish(collector, interactions, out)

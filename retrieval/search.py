@@ -150,7 +150,6 @@ class Searcher:
         self.index = index
         self.cfg = cfg or SearchConfig()
         self.products: list[Product] = [catalog.by_id[i] for i in index.ids]
-        self._histories: dict[str, list[str]] | None = None
         if vocab is None:
             vocab = Vocabulary.from_catalog(Catalog(self.products), self.cfg.language, embed=text_embedder(encoder),
                                             similarity_threshold=self.cfg.similarity_threshold)
@@ -420,20 +419,17 @@ class Searcher:
         vecs = np.stack([self.index.vector(i) for i in known])
         return l2_normalise((weights[:, None] * vecs).sum(0))
 
-    def histories(self) -> dict[str, list[str]]:
-        """Every shopper's purchased items, oldest first (file order breaks same-day ties); built once."""
-        if self._histories is None:
-            events: dict[str, list] = {}
-            for n, it in enumerate(self.catalog.interactions):
-                events.setdefault(it.user, []).append((it.timestamp, n, it.item))
-            self._histories = {u: [item for _, _, item in sorted(ev)] for u, ev in events.items()}
-        return self._histories
+    def histories(self):
+        """Every shopper's purchases, oldest first, as CSR arrays (`retrieval.interactions.Histories`,
+        built once per catalog and shared with the recommenders and the API)."""
+        return self.catalog.interactions.histories()
 
     def history_of(self, user: str) -> list[str]:
         """A shopper's purchased items, oldest first."""
-        if user not in self.histories():
+        items = self.catalog.interactions.history(user)
+        if not items:
             raise KeyError(f"unknown user {user!r}")
-        return self._histories[user]
+        return items
 
     def recommend(self, history: Sequence[str], k: int = 10, query: str | None = None, filters: Filters | dict | None = None,
                   exclude_history: bool = True) -> list[Hit]:

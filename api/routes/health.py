@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends
 
 from api.deps import Engine, available_explainers, get_engine
 from api.schemas import HealthOut
-from api.service import histories
+from api.service import shoppers
 
 router = APIRouter(tags=["health"])
 
@@ -32,5 +32,5 @@ def health(engine: Engine = Depends(get_engine)) -> HealthOut:
     encoder = getattr(searcher, "encoder", None)
     return HealthOut(status="ok", items=len(engine.catalog), index_size=int(size),
                      encoder=str(getattr(encoder, "name", type(encoder).__name__)), explainer=engine.explainer_name,
-                     explainers_available=available_explainers(), shoppers=len(histories(engine)),
+                     explainers_available=available_explainers(), shoppers=shoppers(engine),
                      generation=engine.generation, loaded_at=engine.loaded_at, versions=VERSIONS)

@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse
 
 from api.deps import Engine, get_engine, get_settings
 from api.schemas import K_MAX, ErrorOut, ItemOut, ResultsOut, UserOut
-from api.service import (check_k, histories, indexed_or_404, item_out, last_purchase_dates, like_request, product_or_404,
+from api.service import (check_k, indexed_or_404, item_out, like_request, product_or_404, top_shoppers,
                          results)
 from api.settings import Settings
 
@@ -49,9 +49,7 @@ def similar(item_id: str, k: int | None = Query(None, ge=1, le=K_MAX), explain: 
 def users(limit: int | None = Query(None, ge=1, le=1000), engine: Engine = Depends(get_engine),
           settings: Settings = Depends(get_settings)) -> list[UserOut]:
     limit = min(limit or settings.users_listed, 1000)
-    ranked = sorted(histories(engine).items(), key=lambda kv: (-len(kv[1]), kv[0]))[:limit]
-    last = last_purchase_dates(engine)
-    return [UserOut(id=u, purchases=len(items), last=last.get(u)) for u, items in ranked]
+    return [UserOut(id=u, purchases=n, last=last) for u, n, last in top_shoppers(engine, limit)]
 
 
 @router.get("/items/{item_id}/goes-with", response_model=ResultsOut, responses=NOT_FOUND,

@@ -11,7 +11,7 @@ import numpy as np
 
 from retrieval.catalog import Catalog
 from retrieval.recommenders.context import ModelContext, index_vectors, tower_vectors
-from retrieval.recommenders.data import History, TrainData, merge_same_day, to_days
+from retrieval.recommenders.data import History, TrainData, to_days
 from retrieval.recommenders.factory import RecommendConfig, create_recommender, drop_unbuildable, needs_vectors
 from retrieval.recommenders.models import Recommender, standardise
 from retrieval.recommenders.reasons import Reason, history_reason
@@ -33,14 +33,10 @@ class Recommendation:
 
 def purchases_frame(catalog: Catalog, merge: bool = True):
     """The catalog's purchases with file order, same-day units merged (one purchase per item and day)."""
-    frame = catalog.interactions_frame()
-    frame["order"] = range(len(frame))
-    unknown = ~frame["item"].isin(catalog.by_id)
-    if unknown.any():
-        log.warning("dropping %d interactions on items not in the catalog", int(unknown.sum()))
-        frame = frame[~unknown]
-    frame = frame.reset_index(drop=True)
-    return merge_same_day(frame) if merge else frame
+    inter = catalog.interactions.merged_same_day() if merge else catalog.interactions
+    frame = inter.frame()  # every item is a catalog row (`retrieval.interactions`)
+    frame["order"] = np.arange(len(frame))
+    return frame
 
 
 def load_context(catalog: Catalog, cfg: RecommendConfig, index=None, npy_ids: Sequence[str] | None = None) -> ModelContext:
@@ -75,12 +71,12 @@ class ServedRecommender:
     def __init__(self, catalog: Catalog, cfg: RecommendConfig, ctx: ModelContext):
         self.catalog, self.cfg, self.ctx = catalog, cfg, ctx
         t0 = time.time()
-        frame = purchases_frame(catalog, cfg.merge_same_day)
-        self.data = TrainData.build(frame, catalog.ids)
+        purchases = catalog.interactions.merged_same_day() if cfg.merge_same_day else catalog.interactions
+        self.data = TrainData.from_interactions(purchases, catalog.ids, catalog.row)
         self.model = build_model(cfg.model, cfg, ctx).fit(self.data)
         self.fit_s = round(time.time() - t0, 2)
         self.name = cfg.model
-        log.info("recommender %s (%s) fitted on %d purchases in %.1fs", self.name, self.model.kind, len(frame), self.fit_s)
+        log.info("recommender %s (%s) fitted on %d purchases in %.1fs", self.name, self.model.kind, len(purchases), self.fit_s)
 
     @classmethod
     def build(cls, catalog: Catalog, cfg: RecommendConfig, index=None) -> "ServedRecommender":
@@ -96,13 +92,12 @@ class ServedRecommender:
     def history(self, item_ids: Sequence[str], user: str | None = None) -> History:
         """A shopper's training history (when known) followed by extra items (a cart, dated today's last day)."""
         items, days = (self.data.history(user) if user else (np.zeros(0, np.int64), np.zeros(0)))
-        known = set(self.data.hist_items) if user else set()
         extra = [self.data.index[i] for i in item_ids if i in self.data.index]
         if extra:
             now = self.data.last_day if self.data.last_day is not None else float(to_days([np.datetime64("today")])[0])
             items = np.r_[items, np.array(extra, np.int64)]
             days = np.r_[days, np.full(len(extra), now)]
-        return History(items, days, user if user in known else None, undated=len(extra))
+        return History(items, days, user if user and self.data.knows(user) else None, undated=len(extra))
 
     def recommend(self, item_ids: Sequence[str] = (), k: int = 10, user: str | None = None, exclude_bought: bool | None = None,
                   query: np.ndarray | None = None, query_weight: float = 0.5) -> list[Recommendation]:

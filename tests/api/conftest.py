@@ -134,7 +134,7 @@ def catalog(live):
 def shopper(catalog) -> str:
     """The shopper with the most purchases in the demo catalog."""
     counts: dict[str, int] = {}
-    for it in catalog.interactions:
+    for it in catalog.interactions_frame().itertuples():
         counts[it.user] = counts.get(it.user, 0) + 1
     return max(sorted(counts), key=counts.get)
 

@@ -78,7 +78,7 @@ def test_chat_user_field_personalises(oa, catalog, shopper):
     answer, meta = r.choices[0].message.content, r.model_extra["whyrec"]
     assert meta["kind"] == "recommend" and "past purchases" in answer
     # a purchase a rationale points at is named with its id too, and listed with the others named
-    bought = set(catalog.interactions and [it.item for it in catalog.interactions if it.user == shopper])
+    bought = set(catalog.interactions and [it.item for it in catalog.interactions_frame().itertuples() if it.user == shopper])
     pointed = [i for i in re.findall(r"\(item (\S+)\)", answer) if i in bought]
     assert "bought" not in answer or pointed
     assert set(meta["named"]) == set(re.findall(r"\(item (\S+)\)", answer)) >= set(meta["products"])

@@ -73,7 +73,7 @@ def test_similar_excludes_the_item_itself(client, catalog):
 
 
 def test_recommend_for_a_shopper_points_at_their_history(client, catalog, shopper):
-    bought = {it.item for it in catalog.interactions if it.user == shopper}
+    bought = {it.item for it in catalog.interactions_frame().itertuples() if it.user == shopper}
     body = client.post("/recommend", json={"user_id": shopper, "k": 6, "exclude_bought": True}).json()
     assert len(body["results"]) == 6
     assert not bought & {h["id"] for h in body["results"]}  # asked to leave bought items out
@@ -121,7 +121,7 @@ def test_users_lists_shoppers_most_active_first(client, shopper):
 
 def test_users_last_is_the_date_of_the_last_purchase(client, catalog):
     last: dict[str, object] = {}
-    for it in catalog.interactions:
+    for it in catalog.interactions_frame().itertuples():
         last[it.user] = max(last.get(it.user, it.timestamp), it.timestamp)
     users = client.get("/users", params={"limit": 20}).json()
     assert users

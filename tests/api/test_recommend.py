@@ -5,7 +5,7 @@ from synth_data.grounding import check
 
 
 def purchases_of(catalog, user):
-    return {(it.item, str(it.timestamp)[:10]) for it in catalog.interactions if it.user == user}
+    return {(it.item, str(it.timestamp)[:10]) for it in catalog.interactions_frame().itertuples() if it.user == user}
 
 
 def test_recommend_serves_the_configured_model(live, client, shopper):
@@ -60,7 +60,7 @@ def test_a_false_claim_is_caught_and_replaced(live, catalog, shopper):
 
 def test_goes_with_learns_from_baskets(client, catalog):
     baskets: dict[tuple, set] = {}
-    for it in catalog.interactions:
+    for it in catalog.interactions_frame().itertuples():
         baskets.setdefault((it.user, str(it.timestamp)[:10]), set()).add(it.item)
     pair = next(sorted(b) for b in baskets.values() if len(b) >= 2)
     body = client.get(f"/items/{pair[0]}/goes-with", params={"k": 10}).json()

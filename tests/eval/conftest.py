@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from retrieval.catalog import Catalog, Interaction, Product
+from retrieval.catalog import Catalog, Product
 
 torch.set_num_threads(1)
 
@@ -51,7 +51,7 @@ def make_catalog(n_groups: int = 30, n_users: int = 80, seed: int = 0, root=".")
             else:
                 item = products[int(rng.integers(len(products)))].id
             bought.append(item)
-            inter.append(Interaction(f"u{u:03d}", item, t0 + pd.Timedelta(days=day), 1.0))
+            inter.append((f"u{u:03d}", item, t0 + pd.Timedelta(days=day), 1.0))
     return Catalog(products, inter, root=root)
 
 

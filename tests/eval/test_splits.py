@@ -3,7 +3,7 @@ import pytest
 
 from eval.data import load_catalog
 from eval.splits import leave_last_out, make_splits, purchases, week_split, weekly_splits
-from retrieval.catalog import Catalog, Interaction, Product
+from retrieval.catalog import Catalog, Product
 
 D1, D2, D3 = pd.Timestamp("2020-01-01"), pd.Timestamp("2020-01-02"), pd.Timestamp("2020-01-03")
 
@@ -98,5 +98,5 @@ def test_load_raw_hm_folder(tmp_path):
 def test_purchases_merges_by_default(tmp_path):
     day = pd.Timestamp("2020-01-01")
     c = Catalog([Product(id="x", title="x"), Product(id="y", title="y")],
-                [Interaction("a", "x", day, 1.0), Interaction("a", "x", day, 1.0), Interaction("a", "y", day, 1.0)])
+                [("a", "x", day, 1.0), ("a", "x", day, 1.0), ("a", "y", day, 1.0)])
     assert len(purchases(c)) == 2 and len(purchases(c, merge=False)) == 3

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from retrieval.catalog import Catalog, Interaction, Product, product_text
+from retrieval.catalog import Catalog, Product, product_text
 
 
 def test_product_text_puts_title_salient_attributes_and_description_together():
@@ -16,11 +16,11 @@ def test_save_and_load_roundtrip_keeps_every_field(tmp_path):
         Product("a", "Dress", "Long dress.", {"colour": "Red", "størrelse": "M"}, ["Ladieswear", "Dress"], "Red", 0.05, ["/x/a.jpg"], "g1"),
         Product("b", "Cap", "", {}, [], "", None, [], ""),
     ]
-    inter = [Interaction("u1", "a", pd.Timestamp("2020-01-02"), 1.0), Interaction("u1", "b", pd.Timestamp("2020-01-03"), 2.0)]
+    inter = [("u1", "a", pd.Timestamp("2020-01-02"), 1.0), ("u1", "b", pd.Timestamp("2020-01-03"), 2.0)]
     Catalog(products, inter).save(tmp_path)
     c = Catalog.load(tmp_path)
-    assert c.products == products
-    assert [(i.user, i.item, i.weight) for i in c.interactions] == [("u1", "a", 1.0), ("u1", "b", 2.0)]
+    assert list(c.products) == products
+    assert [(i.user, i.item, i.weight) for i in c.interactions_frame().itertuples()] == [("u1", "a", 1.0), ("u1", "b", 2.0)]
     assert c["b"].image_path is None and c.image_file(c["b"]) is None
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from retrieval.catalog import Catalog, Interaction, Product
+from retrieval.catalog import Catalog, Product
 from retrieval.recommenders.complement import GoesWith, GoesWithConfig, basket_sets, build_goes_with, read_sets
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +52,8 @@ def test_rooms_teach_what_goes_together_and_say_why(tmp_path):
 def test_baskets_stand_in_where_there_are_no_rooms():
     cat = furniture()
     day = pd.Timestamp("2020-01-01")
-    inter = [Interaction(u, i, day, 1.0) for u in ("a", "b") for i in ("LACK-sofa", "HEMNES-rug")]
-    inter.append(Interaction("c", "KURA-lamp", day, 1.0))
+    inter = [(u, i, day, 1.0) for u in ("a", "b") for i in ("LACK-sofa", "HEMNES-rug")]
+    inter.append(("c", "KURA-lamp", day, 1.0))
     cat = Catalog(cat.products, inter)
     frame = cat.interactions_frame()
     assert len(basket_sets(frame, cat)) == 2

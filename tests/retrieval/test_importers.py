@@ -113,8 +113,8 @@ def test_plain_jsonl_counts_every_bad_row_and_keeps_every_good_one(plain_folder:
     assert catalog["8"].description == "Soft. Warm."
     assert catalog["p9"].price is None
     assert report.interaction_rows_read == 6 and report.interactions == 2
-    assert [(i.user, i.item, i.weight) for i in catalog.interactions] == [("u1", "p1", 2.0), ("u2", "p7", 1.0)]
-    assert str(catalog.interactions[1].timestamp).startswith("2020-05-05")
+    assert [(i.user, i.item, i.weight) for i in catalog.interactions_frame().itertuples()] == [("u1", "p1", 2.0), ("u2", "p7", 1.0)]
+    assert str(catalog.interactions_frame().timestamp[1]).startswith("2020-05-05")
     assert_consistent(report, catalog, out)
     assert any("line 2" in e or ":2" in e for e in report.examples["broken_json"])
 
@@ -352,7 +352,7 @@ def test_amazon2023_with_local_images(amazon_folder: Path, tmp_path: Path):
     assert catalog["A6"].title == "A6" and catalog["A6"].price is None
     assert report.text_only == 3
     assert report.interaction_rows_read == 6
-    assert sorted((i.user, i.item, i.weight) for i in catalog.interactions) == [("U1", "A1", 5.0), ("U1", "A2", 3.0), ("U2", "A5", 1.0)]
+    assert sorted((i.user, i.item, i.weight) for i in catalog.interactions_frame().itertuples()) == [("U1", "A1", 5.0), ("U1", "A2", 3.0), ("U2", "A5", 1.0)]
     assert_consistent(report, catalog, out)
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrieval.catalog import Catalog, Interaction, Product
+from retrieval.catalog import Catalog, Product
 from retrieval.recommenders import (ALS, BPR, Content, Hybrid, ModelContext, OtherColours, Popularity, RecommendConfig, Repeat,
                                     TfidfKNN, TrainData, create_recommender, drop_unbuildable, merge_same_day, standardise)
 from retrieval.recommenders.data import History
@@ -156,7 +156,7 @@ def pattern_catalog(n_users=240, seed=0) -> Catalog:
                 seq.append(g + [c for c in colours if not seq[-1].endswith(c)][int(rng.integers(3))])
             else:
                 seq.append(first)
-        inter += [Interaction(f"u{u:03d}", item, T + pd.Timedelta(days=3 * n + int(rng.integers(0, 2))), 1.0) for n, item in enumerate(seq)]
+        inter += [(f"u{u:03d}", item, T + pd.Timedelta(days=3 * n + int(rng.integers(0, 2))), 1.0) for n, item in enumerate(seq)]
     return Catalog(products, inter)
 
 

@@ -73,7 +73,7 @@ def test_similar_excludes_the_item_and_recommend_excludes_history(demo_searcher)
     assert len(hits) == 5 and item not in [h.id for h in hits]
     with pytest.raises(KeyError):
         demo_searcher.similar("nope")
-    user = demo_searcher.catalog.interactions[0].user
+    user = demo_searcher.catalog.interactions_frame().user[0]
     history = demo_searcher.history_of(user)
     recs = demo_searcher.recommend(history, k=5)
     assert len(recs) == 5 and not set(history) & {h.id for h in recs}
