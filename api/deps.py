@@ -183,7 +183,8 @@ def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
     cfg = section(load_yaml(settings.config) if settings.config else {}, "recommend", RecommendConfig)
     rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
-    return rec, build_goes_with(searcher.catalog, gcfg, purchases_frame(searcher.catalog, cfg.merge_same_day))
+    frame = purchases_frame(searcher.catalog, cfg.merge_same_day) if (gcfg.baskets and not gcfg.sets) else None  # only when used
+    return rec, build_goes_with(searcher.catalog, gcfg, frame)
 
 
 def build_engine(settings: Settings, generation: int = 0,
