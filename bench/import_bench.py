@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, os.environ.get("WHYREC_BENCH_CODE") or str(REPO))  # --code: another checkout's retrieval/
 
 START = "2018-09-20"
 DAYS = 734  # to 2020-09-22, as the Kaggle file
@@ -152,8 +152,7 @@ def do_load(catalog_dir: Path) -> dict:
     t0 = time.time()
     c = Catalog.load(catalog_dir)
     inter = c.interactions
-    n = len(inter) if not isinstance(inter, list) else len(inter)
-    out.update(products=len(c), interactions=n, load_s=round(time.time() - t0, 2))
+    out.update(products=len(c), interactions=len(inter), load_s=round(time.time() - t0, 2))
     gc.collect()
     out["rss_after_load_mb"] = rss_mb()
     out["peak_after_load_mb"] = peak_mb()
@@ -173,6 +172,14 @@ def do_load(catalog_dir: Path) -> dict:
         out["train_data_s"] = round(time.time() - t, 2)
         out["purchases_merged"] = len(data.rows_item)
         del merged
+    else:  # the old list of Interaction objects: the histories as the old Searcher built them
+        t = time.time()
+        events: dict = {}
+        for k, it in enumerate(inter):
+            events.setdefault(it.user, []).append((it.timestamp, k, it.item))
+        hist = {u: [x for _, _, x in sorted(ev)] for u, ev in events.items()}
+        out["histories_s"] = round(time.time() - t, 2)
+        out["shoppers"] = len(hist)
     gc.collect()
     out["rss_end_mb"] = rss_mb()
     out["peak_rss_mb"] = peak_mb()
@@ -270,7 +277,7 @@ def _proc_rss_mb(pid: int) -> float:
 
 def in_fresh_process(args: list[str], code: str | None) -> dict:
     """Run one phase in a new interpreter (its own peak RSS), optionally with another checkout's code."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": code or str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": code or str(REPO), "WHYREC_BENCH_CODE": code or str(REPO)}
     load = [round(x, 2) for x in os.getloadavg()]
     r = subprocess.run([sys.executable, __file__, "_phase", *args], env=env, capture_output=True, text=True)
     if r.returncode != 0:

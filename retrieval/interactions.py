@@ -227,8 +227,7 @@ class Interactions:
     def by_activity(self) -> np.ndarray:
         """Shopper codes, most interactions first, ties by id (computed once, for `/users`)."""
         counts = self.histories().lengths()
-        ids = np.asarray(self.user_ids, dtype=str) if self.n_users else np.zeros(0, str)
-        return np.lexsort((ids, -counts))
+        return np.lexsort((id_ranks(self.user_ids), -counts))
 
     def merged_same_day(self) -> "Interactions":
         """One row per (shopper, item, day) - several units of an item on one day are one purchase
@@ -277,6 +276,13 @@ class InteractionWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def id_ranks(ids: np.ndarray) -> np.ndarray:
+    """Each id's position in id order (an object-array sort: no fixed-width copy of 1M strings)."""
+    ranks = np.empty(len(ids), np.int64)
+    ranks[np.argsort(np.asarray(ids, object), kind="stable")] = np.arange(len(ids))
+    return ranks
 
 
 def _dictionary(col: pa.ChunkedArray) -> pa.DictionaryArray:

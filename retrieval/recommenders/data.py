@@ -111,7 +111,7 @@ class TrainData:
         index = index if index is not None else {x: i for i, x in enumerate(item_ids)}
         h = inter.histories()
         # shoppers in id order, as `build` has them (models that seed per shopper row then agree)
-        by_id = np.argsort(np.asarray(inter.user_ids, dtype=str), kind="stable") if len(h) else np.zeros(0, np.int64)
+        by_id = np.argsort(np.asarray(inter.user_ids, object), kind="stable") if len(h) else np.zeros(0, np.int64)
         lengths = h.lengths()[by_id]
         starts = np.zeros(len(by_id) + 1, np.int64)
         np.cumsum(lengths, out=starts[1:])
