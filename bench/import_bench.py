@@ -122,6 +122,14 @@ def peak_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) of this process: on a shared machine, wall time says less."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 1)
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -136,7 +144,7 @@ def do_import(source: Path, out: Path) -> dict:
     base = rss_mb()
     t0 = time.time()
     _, report = import_catalog("hm", source, out, verify_images=False)
-    return {"phase": "import", "seconds": round(time.time() - t0, 1), "peak_rss_mb": peak_mb(), "rss_before_mb": base,
+    return {"phase": "import", "seconds": round(time.time() - t0, 1), "cpu_s": cpu_s(), "peak_rss_mb": peak_mb(), "rss_before_mb": base,
             "rows_read": report.interaction_rows_read, "interactions": report.interactions, "products": report.products,
             "problems": report.problems, "parquet_mb": round((out / "interactions.parquet").stat().st_size / 2**20, 1)}
 
@@ -182,6 +190,7 @@ def do_load(catalog_dir: Path) -> dict:
         out["shoppers"] = len(hist)
     gc.collect()
     out["rss_end_mb"] = rss_mb()
+    out["cpu_s"] = cpu_s()
     out["peak_rss_mb"] = peak_mb()
     return out
 
@@ -208,7 +217,7 @@ def do_fit(catalog_dir: Path, config: str, model: str) -> dict:
     for x in h:
         m.score_histories([x])
     return {"phase": "fit", "model": model, "purchases": len(data.rows_item), "train_data_s": round(prep, 1), "fit_s": round(fit, 1),
-            "score_one_ms": round((time.time() - t) / len(h) * 1000, 2), "peak_rss_mb": peak_mb()}
+            "score_one_ms": round((time.time() - t) / len(h) * 1000, 2), "cpu_s": cpu_s(), "peak_rss_mb": peak_mb()}
 
 
 def do_serve(config: str, timeout: float, port: int) -> dict:
@@ -239,6 +248,7 @@ def do_serve(config: str, timeout: float, port: int) -> dict:
             return out
         out["startup_s"] = round(time.time() - t0, 1)
         out["rss_after_start_mb"] = _proc_rss_mb(proc.pid)
+        out["server_cpu_at_start"] = subprocess.run(["ps", "-o", "times=", "-p", str(proc.pid)], capture_output=True, text=True).stdout.strip()
         out["health"] = httpx.get(base + "/health", timeout=10).json()
         lat = []
         for _ in range(5):

@@ -205,15 +205,12 @@ class Interactions:
 
     @cached_property
     def last_days(self) -> np.ndarray:
-        """Per shopper code, the day of their latest interaction (datetime64[D]; NaT when none)."""
+        """Per shopper code, the day of their latest interaction (datetime64[D]; NaT when none):
+        the last row of each time-sorted history."""
+        h = self.histories()
         out = np.full(self.n_users, np.datetime64("NaT"), "datetime64[ns]")
-        if len(self):
-            valid = ~np.isnat(self.timestamp)
-            t = self.timestamp[valid].astype(np.int64)
-            best = np.full(self.n_users, np.iinfo(np.int64).min, np.int64)
-            _max_by(best, self.user[valid], t)
-            has = best != np.iinfo(np.int64).min
-            out[has] = best[has].astype("datetime64[ns]")
+        has = h.lengths() > 0
+        out[has] = self.timestamp[h.order[h.offsets[1:][has] - 1]]
         return out.astype("datetime64[D]")
 
     def last_day(self, user_id: str) -> str | None:
@@ -235,13 +232,20 @@ class Interactions:
         if not len(self):
             return self
         day = self.timestamp.astype("datetime64[D]").astype(np.int64)
-        key = np.stack([self.user.astype(np.int64), self.item.astype(np.int64), day - day.min()])
-        span = key.max(1) + 1
-        if float(span[0]) * float(span[1]) * float(span[2]) < 2**62:
-            flat = (key[0] * span[1] + key[1]) * span[2] + key[2]
+        day -= day.min()
+        spans = (float(self.n_users), float(max(len(self.item_ids), 1)), float(day.max() + 1))
+        if spans[0] * spans[1] * spans[2] < 2**62:  # one int64 key, built in place
+            flat = self.user.astype(np.int64)
+            flat *= int(spans[1])
+            flat += self.item
+            flat *= int(spans[2])
+            flat += day
+            del day
             _, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+            del flat
         else:  # too many codes for one int64 key
-            _, first, inverse = np.unique(key.T, axis=0, return_index=True, return_inverse=True)
+            key = np.stack([self.user.astype(np.int64), self.item.astype(np.int64), day], 1)
+            _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
         inverse = inverse.ravel()
         weight = np.bincount(inverse, weights=self.weight, minlength=len(first)).astype(np.float32)
         keep = np.argsort(first, kind="stable")  # file order of each group's first row
@@ -306,13 +310,3 @@ def _take(item_ids: Sequence[str], rows: np.ndarray) -> np.ndarray:
     if isinstance(item_ids, np.ndarray):
         return item_ids[rows]
     return np.asarray([item_ids[int(r)] for r in rows], dtype=object)
-
-
-def _max_by(best: np.ndarray, groups: np.ndarray, values: np.ndarray) -> None:
-    """best[g] = max(best[g], values of group g), by sorting (np.maximum.at is slow at millions)."""
-    if not len(groups):
-        return
-    order = np.lexsort((values, groups))
-    g = groups[order]
-    last = np.r_[g[1:] != g[:-1], True]
-    best[g[last]] = np.maximum(best[g[last]], values[order][last])
