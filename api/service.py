@@ -56,11 +56,10 @@ def top_shoppers(engine: Engine, limit: int) -> list[tuple[str, int, str | None]
     """(shopper, purchases, last purchase YYYY-MM-DD), most active first (ties by id); the ranking
     and the last days are computed once per catalog, so a call costs only `limit` rows."""
     inter = engine.catalog.interactions
-    counts = inter.histories().lengths()
     out = []
     for c in inter.by_activity[:limit]:
         last = inter.last_days[c]
-        out.append((str(inter.user_ids[c]), int(counts[c]), None if np.isnat(last) else str(last)))
+        out.append((str(inter.user_ids[c]), int(inter.counts[c]), None if np.isnat(last) else str(last)))
     return out
 
 

@@ -223,8 +223,12 @@ class Interactions:
     @cached_property
     def by_activity(self) -> np.ndarray:
         """Shopper codes, most interactions first, ties by id (computed once, for `/users`)."""
-        counts = self.histories().lengths()
-        return np.lexsort((id_ranks(self.user_ids), -counts))
+        return np.lexsort((id_ranks(self.user_ids), -self.counts))
+
+    @cached_property
+    def counts(self) -> np.ndarray:
+        """Interactions per shopper code."""
+        return self.histories().lengths()
 
     def merged_same_day(self) -> "Interactions":
         """One row per (shopper, item, day) - several units of an item on one day are one purchase

@@ -74,6 +74,8 @@ class ServedRecommender:
         purchases = catalog.interactions.merged_same_day() if cfg.merge_same_day else catalog.interactions
         self.data = TrainData.from_interactions(purchases, catalog.ids, catalog.row)
         self.model = build_model(cfg.model, cfg, ctx).fit(self.data)
+        if len(self.data.users):  # lazily built tables (tf-idf neighbours) now, not in the first request
+            self.model.score_histories([self.data.history_of(self.data.users[0])])
         self.fit_s = round(time.time() - t0, 2)
         self.name = cfg.model
         log.info("recommender %s (%s) fitted on %d purchases in %.1fs", self.name, self.model.kind, len(purchases), self.fit_s)
