@@ -17,6 +17,7 @@ index (`lexical/`) and `fusion.json`, all written atomically.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,6 +587,43 @@ def build_index(config: str | Path | dict, command: str = "") -> ItemVectors:
             index.meta["fusion"] = report["settings"]
     index.save(icfg.dir)
     return index
+
+
+def parse_shard(spec: str | None, env: dict | None = None) -> tuple[int, int]:
+    """`I/N` (shard I of N, counted from 0) from a flag, else from the RANK/WORLD_SIZE that
+    `accelerate launch` and torchrun set, else 0/1."""
+    env = os.environ if env is None else env
+    if spec is None:
+        spec = f"{env.get('RANK', 0)}/{env.get('WORLD_SIZE', 1)}"
+    i, sep, n = str(spec).partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        raise ValueError(f"shard {spec!r}: expected I/N, e.g. 0/4") from None
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {spec!r}: need 0 <= I < N")
+    return i, n
+
+
+def shard_rows(n_items: int, shard: tuple[int, int]) -> np.ndarray:
+    """The catalog rows of one shard: every N-th row from I (interleaved, so shards get a like mix
+    of items with and without photos)."""
+    i, n = shard
+    return np.arange(i, n_items, n, dtype=np.int64)
+
+
+def embed_shard(config: str | Path | dict, shard: tuple[int, int] = (0, 1)) -> dict:
+    """`whyrec index embed`: encode one shard of the catalog into the encoder's feature cache (which
+    saves as it goes: a killed run resumes, processes never overwrite each other's rows)."""
+    cfg = config if isinstance(config, dict) else load_yaml(config)
+    catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
+    ecfg = section(cfg, "encoder", EncoderConfig)
+    if not ecfg.cache_dir:
+        raise ValueError("encoder.cache_dir is not set: a sharded embedding has nowhere to leave its features")
+    rows = shard_rows(len(catalog), shard)
+    t0 = time.time()
+    item_vectors(create_encoder(ecfg), catalog, section(cfg, "index", IndexConfig).item_vectors, rows)
+    return {"shard": f"{shard[0]}/{shard[1]}", "items": int(len(rows)), "seconds": round(time.time() - t0, 1), "cache_dir": ecfg.cache_dir}
 
 
 def fit_index_fusion(config: str | Path | dict, n_queries: int | None = None) -> dict:
