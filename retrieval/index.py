@@ -173,9 +173,19 @@ def flat_storage(index: faiss.Index) -> faiss.IndexFlat | None:
     return index if isinstance(index, faiss.IndexFlat) else None
 
 
-def flat_view(flat: faiss.IndexFlat) -> np.ndarray:
-    """A read-only numpy view (no copy) of a flat index's vectors; valid while `flat` lives."""
-    view = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+class _KeepAlive:
+    """Exposes a raw array while holding the FAISS index that owns its memory (the array's base)."""
+
+    def __init__(self, raw: np.ndarray, owner):
+        self.__array_interface__ = raw.__array_interface__
+        self.owner = owner
+
+
+def flat_view(flat: faiss.IndexFlat, owner) -> np.ndarray:
+    """A read-only numpy view (no copy) of a flat index's vectors; the view keeps `owner` (the
+    top-level index that owns the memory) alive, so it stays valid after the VectorIndex is gone."""
+    raw = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+    view = np.asarray(_KeepAlive(raw, owner))
     view.flags.writeable = False
     return view
 
@@ -190,7 +200,7 @@ class VectorIndex(ItemVectors):
         self._flat = flat_storage(index)
         if vectors is None and self._flat is None:
             raise ValueError(f"index {meta.get('factory')} keeps no exact vectors and none were given")
-        self.vectors = flat_view(self._flat) if self._flat is not None else vectors  # one copy, never two
+        self.vectors = flat_view(self._flat, index) if self._flat is not None else vectors  # one copy, never two
         self.meta = meta
         self.meta.setdefault("exact", meta.get("factory") == "Flat")
         self.params = params

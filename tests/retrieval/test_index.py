@@ -1,5 +1,6 @@
 """The index tests, run over both backends (FAISS and Milvus through the embedded milvus-lite).
 Milvus collections are small and every one is dropped (or its scratch database removed) afterwards."""
+import gc
 import json
 
 import numpy as np
@@ -152,9 +153,10 @@ def test_vectors_are_stored_once(tmp_path, factory):
     idx = VectorIndex.build(x, [str(i) for i in range(len(x))], IndexParams(factory=factory))
     version = idx.save(tmp_path)
     assert not (version / "vectors.npy").exists()
-    loaded = VectorIndex.load(tmp_path)
-    assert np.array_equal(loaded.vectors, x)
-    assert not loaded.vectors.flags.owndata and not loaded.vectors.flags.writeable
+    vectors = VectorIndex.load(tmp_path).vectors  # the index object is gone: the view must keep its memory alive
+    gc.collect()
+    assert np.array_equal(vectors, x)
+    assert not vectors.flags.owndata and not vectors.flags.writeable
     pq_only = VectorIndex.build(x, [str(i) for i in range(len(x))], IndexParams(factory="IVF16,PQ8x4fs"))
     assert (pq_only.save(tmp_path / "pq") / "vectors.npy").exists()  # no exact copy inside: keep one beside it
     assert np.array_equal(VectorIndex.load(tmp_path / "pq").vector("5"), x[5])
