@@ -41,6 +41,9 @@ def is_remote(uri: str) -> bool:
 def _connect(uri: str, token: str = ""):
     from pymilvus import MilvusClient
 
+    if not is_remote(uri):  # the embedded server would leave a glog file in /tmp per start
+        os.environ.setdefault("GLOG_logtostderr", "1")
+
     return MilvusClient(uri=uri, token=token) if token else MilvusClient(uri=uri)
 
 
