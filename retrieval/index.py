@@ -60,6 +60,7 @@ class IndexParams:
 
 
 BACKENDS = ("faiss", "milvus")
+GATHER_BELOW = 4_096  # allowed rows scored by gathering their vectors (<= 4 MB at 256-d) rather than a selector scan
 Allowed = Union[np.ndarray, None]
 
 
@@ -252,21 +253,27 @@ class VectorIndex(ItemVectors):
         return scores, [[self.ids[r] for r in row if r >= 0] for row in found]
 
     def _search_filtered(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """An ID selector over the allowed rows (a bitmap: O(1) membership, 1 bit per item). An
-        unselective filter goes through the ANN index with the selector; a selective one (or one the
-        ANN probe leaves short) scans the exact vectors of the allowed items only, in place."""
+        """Filtered top-k without copying the allowed vectors (beyond `GATHER_BELOW` rows). Flat: an ID
+        selector (a bitmap) on the exact scan. IVF: the selector on the ANN search with nprobe widened
+        by 1/share-allowed (so as many allowed items are probed as unfiltered search probes items),
+        then the exact refine; if that comes back short, the exact scan with the selector."""
         n_allowed = len(rows)
         if n_allowed == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         kk = min(k, n_allowed)
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if n_allowed <= GATHER_BELOW and (ivf is not None or self._flat is None):  # a few MB at most: score them directly
+            sims = q @ np.asarray(self.vectors[rows], np.float32).T
+            top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
+            return np.take_along_axis(sims, top, 1), rows[top]
         bits = np.zeros(len(self), bool)
         bits[rows] = True
         packed = np.packbits(bits, bitorder="little")
         sel = faiss.IDSelectorBitmap(len(self), faiss.swig_ptr(packed))
         faiss.omp_set_num_threads(self.params.threads)
-        ivf = faiss.try_extract_index_ivf(self.index)
-        if ivf is not None and n_allowed / len(self) > 0.2 and kk * self.params.k_factor < n_allowed:
-            ivf_params = faiss.SearchParametersIVF(sel=sel, nprobe=self.params.nprobe)
+        if ivf is not None:
+            nprobe = int(min(ivf.nlist, np.ceil(self.params.nprobe * len(self) / n_allowed)))
+            ivf_params = faiss.SearchParametersIVF(sel=sel, nprobe=nprobe)
             params = faiss.IndexRefineSearchParameters(k_factor=self.params.k_factor, base_index_params=ivf_params) \
                 if isinstance(self.index, faiss.IndexRefine) else ivf_params
             scores, found = self.index.search(q, kk, params=params)
@@ -274,7 +281,7 @@ class VectorIndex(ItemVectors):
                 return scores, found
         if self._flat is not None:
             return self._flat.search(q, kk, params=faiss.SearchParameters(sel=sel))
-        sims = q @ np.asarray(self.vectors[rows]).T  # no exact copy inside the index: gather the allowed rows
+        sims = q @ np.asarray(self.vectors[rows], np.float32).T  # no exact copy inside the index: gather the allowed rows
         top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
         return np.take_along_axis(sims, top, 1), rows[top]
 
