@@ -4,19 +4,28 @@
     python bench/index_bench.py --synthetic 1000000 --dim 256         # clustered synthetic vectors
     python bench/index_bench.py --synthetic 1000000 --dim 512 --nprobe 8 16 32
 
+FAISS against Milvus on the same vectors (`--compare`): each backend is built over them, then
+recall@10 against an exact scan and single-query p50/p99, unfiltered and with a filter allowing
+`--filter-share` of the items (sorted rows, as the searcher's postings), and the memory each holds:
+
+    python bench/index_bench.py --compare --index /work/main/var/hm/index               # the real 17k H&M vectors
+    python bench/index_bench.py --compare --index /work/main/var/hm/index --perturb 1000000   # 1M perturbed copies of them
+
 Synthetic queries are fresh points from the same clusters ("ordinary") and midpoints of two
-clusters ("between", the way text queries sit among image vectors). Prints one JSON object.
+clusters ("between", the way text queries sit among image vectors); real-vector queries are
+midpoints of two items. Prints one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import faiss
 import numpy as np
 
-from retrieval.index import IndexParams, VectorIndex
+from retrieval.index import IndexParams, VectorIndex, build_index, exact_top as exact_rows
 
 
 def clustered(n: int, d: int, clusters: int, rng: np.random.Generator, centres: np.ndarray | None = None):
@@ -72,6 +81,65 @@ def rss_mb() -> float:
     return float("nan")
 
 
+def perturbed(x: np.ndarray, n: int, rng: np.random.Generator, sigma: float = 0.35) -> np.ndarray:
+    """n vectors made from real ones: copy i is item i % len(x) plus noise (relative size sigma),
+    renormalised; the first len(x) are the real vectors unchanged."""
+    d = x.shape[1]
+    out = np.empty((n, d), np.float32)
+    for s in range(0, n, 100_000):
+        rows = np.arange(s, min(n, s + 100_000))
+        block = x[rows % len(x)] + sigma / np.sqrt(d) * rng.standard_normal((len(rows), d)).astype(np.float32)
+        block[rows < len(x)] = x[rows[rows < len(x)]]
+        out[rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def tree_rss_mb(pid: int | None = None) -> dict:
+    """RSS of this process and of its children (milvus-lite runs its engine as a child process)."""
+    import psutil
+
+    me = psutil.Process(pid)
+    kids = me.children(recursive=True)
+    return {"self_mb": round(me.memory_info().rss / 2**20), "children_mb": round(sum(k.memory_info().rss for k in kids) / 2**20)}
+
+
+def compare(x: np.ndarray, q: np.ndarray, args, rng: np.random.Generator) -> dict:
+    """Build each backend over x; recall@k vs exact and latency, unfiltered and filtered; memory."""
+    n, k = len(x), args.k
+    ids = [str(i) for i in range(n)]
+    allowed = np.sort(rng.choice(n, size=max(k, int(n * args.filter_share)), replace=False)).astype(np.int64)
+    truth = exact_rows(x, q, k)
+    sub = x[allowed]
+    truth_f = allowed[exact_rows(sub, q, k)]
+    del sub
+    out = {}
+    for backend in args.backends:
+        before = tree_rss_mb()
+        t = time.perf_counter()
+        index = build_index(x, ids, IndexParams(backend=backend, factory=args.factory, nprobe=args.nprobe[0], k_factor=args.k_factor,
+                                                recall_queries=0))
+        build_s = time.perf_counter() - t
+        after = tree_rss_mb()
+        row = {}
+        for name, allow, want in (("unfiltered", None, truth), (f"filter {args.filter_share:.0%}", allowed, truth_f)):
+            lat, got = [], []
+            for v in q:
+                t = time.perf_counter()
+                _, hits = index.search(v, k, allow)
+                lat.append((time.perf_counter() - t) * 1000)
+                got.append([int(h) for h in hits[0]])
+            lat = np.array(lat[10:])
+            row[name] = {f"recall@{k}": round(float(np.mean([len(set(t.tolist()) & set(g)) / k for t, g in zip(want, got)])), 4),
+                         "p50_ms": round(float(np.percentile(lat, 50)), 3), "p99_ms": round(float(np.percentile(lat, 99)), 3)}
+        kind = index.meta.get("factory") or index.meta.get("milvus_index")
+        out[backend] = {"index": kind, "build_seconds": round(build_s, 1), "rss_before": before, "rss_after_build": after,
+                        "rss_growth_mb": after["self_mb"] - before["self_mb"] + after["children_mb"] - before["children_mb"], **row}
+        if hasattr(index, "drop"):
+            index.drop()
+        del index
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--index", help="a saved index folder (e.g. var/hm/index)")
@@ -83,10 +151,27 @@ def main() -> None:
     ap.add_argument("--k-factor", type=int, default=64)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--compare", action="store_true", help="FAISS vs Milvus (--backends) on the same vectors")
+    ap.add_argument("--backends", nargs="+", default=["faiss", "milvus"])
+    ap.add_argument("--perturb", type=int, help="with --index: this many vectors made from the real ones (perturbed copies)")
+    ap.add_argument("--filter-share", type=float, default=0.05, help="--compare: share of items a filter allows")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     out: dict = {}
 
+    if args.compare:
+        if not args.index:
+            ap.error("--compare needs --index (the real vectors)")
+        real = np.asarray(VectorIndex.load(args.index, mmap=False).vectors, np.float32)
+        x = perturbed(real, args.perturb, rng) if args.perturb else np.ascontiguousarray(real)
+        a, b = x[rng.integers(0, len(x), args.queries)], x[rng.integers(0, len(x), args.queries)]
+        q = np.ascontiguousarray((a + b) / np.linalg.norm(a + b, axis=1, keepdims=True), np.float32)
+        out.update(source=args.index, n=len(x), dim=x.shape[1], perturbed=bool(args.perturb), queries=f"{len(q)} midpoints of two items",
+                   filter_share=args.filter_share, load_average=[round(v, 2) for v in os.getloadavg()])
+        out["backends"] = compare(x, q, args, rng)
+        out["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
+        print(json.dumps(out, indent=1))
+        return
     if args.index:
         t = time.perf_counter()
         index = VectorIndex.load(args.index, mmap=False)

@@ -57,6 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ff.add_argument("--config", required=True)
     ff.add_argument("--queries", type=int, help="pseudo-queries to write (default: search.fusion_queries)")
     ff.set_defaults(func=cmd_index_fit_fusion)
+    em = idx.add_parser("embed", help="fill the tower feature cache for one shard of the catalog (several processes or GPUs share a build)",
+                        description="Encodes the items of shard I of N (rows i, i+N, ...) into encoder.cache_dir, saving as it goes, "
+                        "so a killed run resumes where it stopped. Run one per process (or `accelerate launch -m api.cli index embed`, "
+                        "which takes I/N from RANK/WORLD_SIZE), then `whyrec index build` finds every feature cached.")
+    em.add_argument("--config", required=True)
+    em.add_argument("--shard", help="I/N (default: RANK/WORLD_SIZE from the environment, else 0/1)")
+    em.set_defaults(func=cmd_index_embed)
 
     s = sub.add_parser("search", help="search the index with text and/or an image")
     s.add_argument("query", nargs="?", default=None, help="shopper's words")
@@ -239,3 +246,10 @@ def print_table(searcher, hits) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if not hits:
         print("(no results)")
+
+
+def cmd_index_embed(args) -> int:
+    from retrieval.search import embed_shard, parse_shard
+
+    print(json.dumps(embed_shard(args.config, parse_shard(args.shard))))
+    return 0

@@ -17,6 +17,7 @@ index (`lexical/`) and `fusion.json`, all written atomically.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
 from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, item_vectors, l2_normalise
 from retrieval.fusion import FIXED, RANKERS, FusionSettings, Signals, fit_fusion, fuse, load_settings, save_report
-from retrieval.index import IndexParams, VectorIndex
+from retrieval.index import IndexParams, ItemVectors, build_index as build_vector_index, open_index
 from retrieval.lexical import LexicalIndex
 from retrieval.query import Query, read_query
 from retrieval.vocabulary import Term, Vocabulary, tokens
@@ -52,6 +53,15 @@ class IndexConfig:
     dir: str = "var/index"
     item_vectors: ItemVectorConfig = field(default_factory=ItemVectorConfig)
     params: IndexParams = field(default_factory=IndexParams)
+    backend: str | None = None  # faiss | milvus (None: params.backend, faiss by default)
+    milvus_uri: str | None = None  # milvus: "" = milvus-lite file inside the index folder; http://host:19530 = a cluster
+    milvus_token: str | None = None  # cluster credentials; better given as ${MILVUS_TOKEN}
+
+    def __post_init__(self):
+        for name in ("backend", "milvus_uri", "milvus_token"):  # index.backend etc. are the keys a config file uses
+            if getattr(self, name) is not None:
+                setattr(self.params, name, getattr(self, name))
+        self.params.__post_init__()
 
 
 @dataclass
@@ -138,7 +148,7 @@ class Searcher:
     `vocab` is the catalog's vocabulary (what `read` reads queries with; chat and grounding may use
     it too), `lexical` the BM25 index, `fusion` the fitted settings (None when never fitted)."""
 
-    def __init__(self, catalog: Catalog, encoder, index: VectorIndex, cfg: SearchConfig | None = None,
+    def __init__(self, catalog: Catalog, encoder, index: ItemVectors, cfg: SearchConfig | None = None,
                  vocab: Vocabulary | None = None, lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None):
         missing = [i for i in index.ids if i not in catalog]
         if missing:
@@ -177,7 +187,12 @@ class Searcher:
         self.strong_postings = {key: np.array(rows, dtype=np.int64) for key, rows in strong.items()}
         self.weak_postings = {key: np.array(rows, dtype=np.int64) for key, rows in weak.items()}
         self.prices = np.array([np.nan if p.price is None else p.price for p in self.products], dtype=np.float64)
-        self.colours = [p.colour.lower() for p in self.products]
+        self.price_order = np.argsort(self.prices, kind="stable")  # priced items ascending, then the unpriced (NaN)
+        self.n_priced = int((~np.isnan(self.prices)).sum())
+        colours: dict[str, list[int]] = {}
+        for row, p in enumerate(self.products):
+            colours.setdefault(p.colour.lower(), []).append(row)
+        self.colour_postings = {c: np.array(rows, dtype=np.int64) for c, rows in colours.items()}
         self.title_tokens = [set(tokens(p.title)) for p in self.products]
         # category filter: whole path levels, case-insensitive ("Men" never matches "Garment")
         levels: dict[str, list[int]] = {}
@@ -194,7 +209,7 @@ class Searcher:
         cfg = config if isinstance(config, dict) else load_yaml(config)
         catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
         icfg = section(cfg, "index", IndexConfig)
-        index = VectorIndex.load(icfg.dir, icfg.params)
+        index = open_index(icfg.dir, icfg.params)
         encoder = create_encoder(section(cfg, "encoder", EncoderConfig))
         vocab, lexical, fusion = load_search_artifacts(icfg.dir, index)
         return cls(catalog, encoder, index, section(cfg, "search", SearchConfig), vocab, lexical, fusion)
@@ -246,40 +261,64 @@ class Searcher:
         w = float(self.cfg.kind_weights.get(term.kind, 1.0 if term.kind in self.vocab.base_kinds else self.cfg.extra_kind_weight))
         return w * (self.cfg.similarity_weight if term.similarity is not None else 1.0)
 
-    def category_mask(self, category: str) -> np.ndarray:
-        """Items whose category path holds `category` as whole levels ("Menswear", or "Menswear > Shoes"
-        for consecutive levels), case-insensitive."""
+    def term_rows(self, term: Term) -> np.ndarray:
+        """Sorted rows whose facts back the term's value at all (the union of its postings, no
+        per-item scan)."""
+        accepted = set(self.vocab.accepts(term.kind, term.value))
+        for v in term.also:
+            accepted |= self.vocab.accepts(term.kind, v)
+        parts = [postings[(term.kind, v)] for v in accepted for postings in (self.weak_postings, self.strong_postings)
+                 if (term.kind, v) in postings]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def category_rows(self, category: str) -> np.ndarray:
+        """Sorted rows whose category path holds `category` as whole levels ("Menswear", or
+        "Menswear > Shoes" for consecutive levels), case-insensitive."""
         wanted = [" ".join(level.lower().split()) for level in category.split(">") if level.strip()]
-        mask = np.zeros(len(self.products), bool)
         if not wanted:
-            return mask
+            return np.zeros(0, np.int64)
         rows = self.category_postings.get(wanted[0], np.zeros(0, np.int64))
         for level in wanted[1:]:
-            rows = np.intersect1d(rows, self.category_postings.get(level, np.zeros(0, np.int64)))
+            rows = np.intersect1d(rows, self.category_postings.get(level, np.zeros(0, np.int64)), assume_unique=True)
         if len(wanted) > 1:
             n = len(wanted)
             rows = np.array([r for r in rows if any(self.category_paths[r][i: i + n] == wanted for i in range(len(self.category_paths[r])))],
                             dtype=np.int64)
-        mask[rows] = True
+        return rows
+
+    def category_mask(self, category: str) -> np.ndarray:
+        mask = np.zeros(len(self.products), bool)
+        mask[self.category_rows(category)] = True
         return mask
 
-    def filter_mask(self, filters: Filters) -> np.ndarray | None:
+    def price_rows(self, lo: float | None, hi: float | None, keep_unpriced: bool) -> np.ndarray:
+        """Sorted rows priced within [lo, hi] (binary search on the price order), plus the unpriced
+        ones when `keep_unpriced`."""
+        priced = self.prices[self.price_order[: self.n_priced]]
+        a = 0 if lo is None else int(np.searchsorted(priced, lo, side="left"))
+        b = self.n_priced if hi is None else int(np.searchsorted(priced, hi, side="right"))
+        rows = self.price_order[a:max(a, b)]
+        if keep_unpriced:
+            rows = np.concatenate([rows, self.price_order[self.n_priced:]])
+        return np.sort(rows).astype(np.int64)
+
+    def filter_rows(self, filters: Filters) -> np.ndarray | None:
+        """The rows every set filter allows, as sorted int64 postings intersected per query (None = no
+        filter). The index takes them as they are (a FAISS ID selector, a Milvus expression)."""
         if filters.is_empty():
             return None
-        mask = np.ones(len(self.products), bool)
+        parts = []
         if filters.category:
-            mask &= self.category_mask(filters.category)
+            parts.append(self.category_rows(filters.category))
         if filters.colour:
             wanted = self.vocab.canonical("colour", filters.colour)
             if wanted is None:
-                mask &= np.array([c == filters.colour.strip().lower() for c in self.colours])
+                parts.append(self.colour_postings.get(filters.colour.strip().lower(), np.zeros(0, np.int64)))
             else:
-                mask &= self.term_mask(Term("colour", wanted, filters.colour))
-        if filters.price_min is not None:
-            mask &= np.nan_to_num(self.prices, nan=-np.inf) >= filters.price_min
-        if filters.price_max is not None:
-            mask &= np.nan_to_num(self.prices, nan=np.inf) <= filters.price_max
-        return mask
+                parts.append(self.term_rows(Term("colour", wanted, filters.colour)))
+        if filters.price_min is not None or filters.price_max is not None:
+            parts.append(self.price_rows(filters.price_min, filters.price_max, keep_unpriced=False))
+        return intersect(parts)
 
     # ------------------------------------------------------------------ ranking
     def signals(self, query: Query | None, qvec: np.ndarray | None, k: int, allowed: np.ndarray | None,
@@ -287,6 +326,14 @@ class Searcher:
         """The candidates of a query and their dense, BM25 and fact scores (see module doc)."""
         n = len(self.products)
         want = min(n, max(self.cfg.candidates, int(k)) + len(exclude))
+        allowed_mask = None
+        if allowed is not None:
+            allowed = np.asarray(allowed)
+            if allowed.dtype == bool:
+                allowed_mask, allowed = allowed, np.flatnonzero(allowed)
+            else:
+                allowed_mask = np.zeros(n, bool)
+                allowed_mask[allowed] = True
         cand: set[int] = set()
         if qvec is not None:
             _, dense_ids = self.index.search(qvec, want, allowed)
@@ -296,8 +343,8 @@ class Searcher:
             words = query.lexical_words
             if words:
                 bm25_all = self.lexical.scores(words)
-                if allowed is not None:
-                    bm25_all = np.where(allowed, bm25_all, 0.0)
+                if allowed_mask is not None:
+                    bm25_all = np.where(allowed_mask, bm25_all, 0.0)
                 nz = np.flatnonzero(bm25_all > 0)
                 if len(nz) > want:
                     nz = nz[np.argpartition(-bm25_all[nz], want - 1)[:want]]
@@ -307,19 +354,20 @@ class Searcher:
         positive = [c > 0 for t, c in zip(named, credits) if not t.negated]
         if positive:
             full = np.logical_and.reduce(positive)
-            if allowed is not None:
-                full &= allowed
+            if allowed_mask is not None:
+                full &= allowed_mask
             rows = np.flatnonzero(full)
-            if len(rows) > self.cfg.max_fact_candidates and qvec is not None:  # keep the densest of a huge match set
-                sims = np.asarray(self.index.vectors[rows]) @ qvec
-                rows = rows[np.argpartition(-sims, self.cfg.max_fact_candidates)[: self.cfg.max_fact_candidates]]
+            if len(rows) > self.cfg.max_fact_candidates and qvec is not None:
+                # keep the densest of a huge match set: the index searches within it (an ID selector),
+                # never gathering the vectors of every matching item
+                _, dense_ids = self.index.search(qvec, self.cfg.max_fact_candidates, rows)
+                rows = np.array([self.index.row[i] for i in dense_ids[0]], dtype=np.int64)
             cand.update(rows.tolist())
         if qvec is None and not cand:  # nothing matched lexically or by facts: fall back to catalog order
-            cand.update(np.flatnonzero(allowed if allowed is not None else np.ones(n, bool))[:want].tolist())
+            cand.update((allowed if allowed is not None else np.arange(n))[:want].tolist())
         cand -= set(exclude)
         rows = np.fromiter(sorted(cand), dtype=np.int64, count=len(cand))
-        dense = np.asarray(self.index.vectors[rows], np.float32) @ np.asarray(qvec, np.float32) if qvec is not None and len(rows) \
-            else np.zeros(len(rows), np.float32)
+        dense = self.index.row_scores(qvec, rows) if qvec is not None and len(rows) else np.zeros(len(rows), np.float32)
         bm25 = bm25_all[rows].astype(np.float32) if bm25_all is not None else np.zeros(len(rows), np.float32)
         fact = np.zeros(len(rows), np.float32)
         violates = np.zeros(len(rows), bool)
@@ -370,25 +418,19 @@ class Searcher:
         if not q.text.strip():
             raise ValueError("query must not be empty")
         settings = self.settings(ranker)
-        allowed = self.filter_mask(parse_filters(filters))
-        price = self.price_mask(q)
+        allowed = self.filter_rows(parse_filters(filters))
+        price = self.price_rows_of(q)
         if price is not None:
-            allowed = price if allowed is None else allowed & price
+            allowed = price if allowed is None else intersect([allowed, price])
         # the dense top-N are always candidates, so every ranker fills k even when words and facts match few items
         return self._rank(self.query_vector(q.text), q, k, allowed, settings)
 
-    def price_mask(self, q: Query) -> np.ndarray | None:
-        """The price bounds a query names ("under 30"), as a mask; an item without a price stays in
+    def price_rows_of(self, q: Query) -> np.ndarray | None:
+        """The price bounds a query names ("under 30"), as sorted rows; an item without a price stays in
         (the catalog cannot say it breaks the bound)."""
         if q.price_min is None and q.price_max is None:
             return None
-        known = ~np.isnan(self.prices)
-        ok = np.ones(len(self.prices), bool)
-        if q.price_min is not None:
-            ok &= np.where(known, np.nan_to_num(self.prices) >= q.price_min, True)
-        if q.price_max is not None:
-            ok &= np.where(known, np.nan_to_num(self.prices) <= q.price_max, True)
-        return ok
+        return self.price_rows(q.price_min, q.price_max, keep_unpriced=True)
 
     def _image_settings(self) -> FusionSettings:
         return FusionSettings("linear", 1.0, 0.0, self.cfg.attribute_weight)
@@ -400,14 +442,14 @@ class Searcher:
         if text and text.strip():
             q = l2_normalise(q + self.query_vector(text))
             query = self.read(text)
-        return self._rank(q, query, k, self.filter_mask(parse_filters(filters)), self._image_settings())
+        return self._rank(q, query, k, self.filter_rows(parse_filters(filters)), self._image_settings())
 
     def similar(self, item_id: str, k: int = 10, filters: Filters | dict | None = None) -> list[Hit]:
         """Items closest to a catalog item (itself excluded)."""
         if item_id not in self.index.row:
             raise KeyError(f"unknown item id {item_id!r}")
         row = self.index.row[item_id]
-        return self._rank(self.index.vector(item_id), None, k, self.filter_mask(parse_filters(filters)), FIXED["dense"], exclude={row})
+        return self._rank(self.index.vector(item_id), None, k, self.filter_rows(parse_filters(filters)), FIXED["dense"], exclude={row})
 
     def user_vector(self, history: Sequence[str]) -> np.ndarray:
         """Recency-weighted mean of the history's item vectors (history oldest first)."""
@@ -445,13 +487,22 @@ class Searcher:
             q = l2_normalise(w * self.query_vector(query) + (1 - w) * u)
             read = self.read(query)
         exclude = {self.index.row[i] for i in history if i in self.index.row} if exclude_history else set()
-        hits = self._rank(q, read, k, self.filter_mask(parse_filters(filters)), self._image_settings(), exclude)
+        hits = self._rank(q, read, k, self.filter_rows(parse_filters(filters)), self._image_settings(), exclude)
         hist_ids = [i for i in dict.fromkeys(history) if i in self.index.row]
         hist_vecs = np.stack([self.index.vector(i) for i in hist_ids])
         for h in hits:
             sims = hist_vecs @ self.index.vector(h.id)
             h.because = hist_ids[int(np.argmax(sims))]
         return hits
+
+
+def intersect(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """The rows in every sorted posting list, smallest first so each step shrinks the work."""
+    parts = sorted(parts, key=len)
+    rows = parts[0]
+    for p in parts[1:]:
+        rows = np.intersect1d(rows, p, assume_unique=True)
+    return rows.astype(np.int64, copy=False)
 
 
 def text_embedder(encoder):
@@ -475,7 +526,7 @@ def _shared_text_tower(texts):
     return _TEXT_TOWER.features(list(texts))
 
 
-def load_search_artifacts(index_dir: str | Path, index: VectorIndex) -> tuple[Vocabulary | None, LexicalIndex | None, FusionSettings | None]:
+def load_search_artifacts(index_dir: str | Path, index: ItemVectors) -> tuple[Vocabulary | None, LexicalIndex | None, FusionSettings | None]:
     """The vocabulary, BM25 index and fitted fusion saved beside an index (None for each that is
     missing or stale; the Searcher then rebuilds the first two in memory and uses rrf)."""
     vocab = lexical = fusion = None
@@ -494,7 +545,7 @@ def load_search_artifacts(index_dir: str | Path, index: VectorIndex) -> tuple[Vo
     return vocab, lexical, fusion
 
 
-def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
+def build_index(config: str | Path | dict, command: str = "") -> ItemVectors:
     """`whyrec index build`: encode every catalog item (cached tower features) and save the index,
     then the catalog's vocabulary, the BM25 index and (unless `search.fit_fusion` is off) the fitted
     fusion beside it."""
@@ -509,7 +560,7 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
     encoder = create_encoder(ecfg)
     vectors = item_vectors(encoder, catalog, icfg.item_vectors)
     meta = {"encoder": ecfg.name, "heads": ecfg.heads, "item_vectors": icfg.item_vectors.__dict__, "catalog": ccfg.dir, "command": command}
-    index = VectorIndex.build(vectors, catalog.ids, icfg.params, meta)
+    index = build_vector_index(vectors, catalog.ids, icfg.params, meta)
     t0 = time.time()
     vocab = Vocabulary.from_catalog(catalog, scfg.language, embed=text_embedder(encoder), similarity_threshold=scfg.similarity_threshold)
     vocab.save(icfg.dir)
@@ -532,6 +583,43 @@ def build_index(config: str | Path | dict, command: str = "") -> VectorIndex:
             index.meta["fusion"] = report["settings"]
     index.save(icfg.dir)
     return index
+
+
+def parse_shard(spec: str | None, env: dict | None = None) -> tuple[int, int]:
+    """`I/N` (shard I of N, counted from 0) from a flag, else from the RANK/WORLD_SIZE that
+    `accelerate launch` and torchrun set, else 0/1."""
+    env = os.environ if env is None else env
+    if spec is None:
+        spec = f"{env.get('RANK', 0)}/{env.get('WORLD_SIZE', 1)}"
+    i, sep, n = str(spec).partition("/")
+    try:
+        i, n = int(i), int(n)
+    except ValueError:
+        raise ValueError(f"shard {spec!r}: expected I/N, e.g. 0/4") from None
+    if not sep or n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {spec!r}: need 0 <= I < N")
+    return i, n
+
+
+def shard_rows(n_items: int, shard: tuple[int, int]) -> np.ndarray:
+    """The catalog rows of one shard: every N-th row from I (interleaved, so shards get a like mix
+    of items with and without photos)."""
+    i, n = shard
+    return np.arange(i, n_items, n, dtype=np.int64)
+
+
+def embed_shard(config: str | Path | dict, shard: tuple[int, int] = (0, 1)) -> dict:
+    """`whyrec index embed`: encode one shard of the catalog into the encoder's feature cache (which
+    saves as it goes: a killed run resumes, processes never overwrite each other's rows)."""
+    cfg = config if isinstance(config, dict) else load_yaml(config)
+    catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
+    ecfg = section(cfg, "encoder", EncoderConfig)
+    if not ecfg.cache_dir:
+        raise ValueError("encoder.cache_dir is not set: a sharded embedding has nowhere to leave its features")
+    rows = shard_rows(len(catalog), shard)
+    t0 = time.time()
+    item_vectors(create_encoder(ecfg), catalog, section(cfg, "index", IndexConfig).item_vectors, rows)
+    return {"shard": f"{shard[0]}/{shard[1]}", "items": int(len(rows)), "seconds": round(time.time() - t0, 1), "cache_dir": ecfg.cache_dir}
 
 
 def fit_index_fusion(config: str | Path | dict, n_queries: int | None = None) -> dict:

@@ -56,22 +56,23 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def item_vectors(encoder: Encoder, catalog: Catalog, cfg: ItemVectorConfig | None = None) -> np.ndarray:
-    """One vector per catalog item, in catalog order. Items without an image use their text vector,
-    so text-only items still rank."""
+def item_vectors(encoder: Encoder, catalog: Catalog, cfg: ItemVectorConfig | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+    """One vector per catalog item, in catalog order (or for the given rows only, e.g. one shard of
+    `whyrec index embed`). Items without an image use their text vector, so text-only items still rank."""
     cfg = cfg or ItemVectorConfig()
-    n = len(catalog)
-    text = encoder.encode_text([product_text(p) for p in catalog.products]) if cfg.mode != "image" else None
+    products = catalog.products if rows is None else [catalog.products[int(r)] for r in rows]
+    n = len(products)
+    text = encoder.encode_text([product_text(p) for p in products]) if cfg.mode != "image" else None
     if cfg.mode == "text":
         return text
-    files = [catalog.image_file(p) for p in catalog.products]
+    files = [catalog.image_file(p) for p in products]
     has = [i for i, f in enumerate(files) if f is not None]
     image = np.zeros((n, encoder.dim), np.float32)
     if has:
         image[has] = encoder.encode_image([files[i] for i in has])
     if cfg.mode == "image":
         if text is None and len(has) < n:
-            text = encoder.encode_text([product_text(p) for p in catalog.products])
+            text = encoder.encode_text([product_text(p) for p in products])
         out = text.copy() if text is not None else image
         out[has] = image[has]
         return l2_normalise(out)

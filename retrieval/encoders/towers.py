@@ -135,7 +135,11 @@ def image_key(path: str | Path) -> str:
 class FeatureCache:
     """Tower features on disk, keyed by content: one base matrix per tower plus shards appended by
     each save, so a long encoding run writes only its new rows (never the whole file again).
-    Every file is written atomically (`retrieval.artifacts`); a later shard wins over an earlier one."""
+    Every file is written atomically (`retrieval.artifacts`); a later shard wins over an earlier one.
+
+    Several processes may fill one cache at once (`whyrec index embed --shard i/n`): each writes
+    shards under its own name; the base file is created only if absent (a hard link, never
+    overwriting another writer's), and folded only when nobody changed it since this process read it."""
 
     MAX_SHARDS = 64  # beyond this, a save folds everything into the base file
 
@@ -146,6 +150,7 @@ class FeatureCache:
         self.rows: list[np.ndarray] = []
         self._unsaved: dict[str, None] = {}
         self._shards: list[Path] = []  # shards read or written by this object (what a compaction may fold in)
+        self._base_seen = self._base_signature()
         for path in ([self.path] if self.path.exists() else []) + self._shard_files():
             data = np.load(path, allow_pickle=False)
             keys, vecs = data["keys"], data["vecs"]
@@ -181,21 +186,50 @@ class FeatureCache:
         with atomic_path(path) as tmp:
             np.savez(tmp, keys=np.array(keys), vecs=vecs)
 
+    def _base_signature(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _new_shard_name(self) -> Path:
+        return self.path.with_name(f"{self.path.stem}.shard-{time.time_ns()}-{os.getpid()}.npz")
+
     def save(self) -> None:
         """Append the rows put since the last save as a new shard (or fold all into the base file
-        once there are many shards)."""
+        once there are many shards and no other writer touched the base meanwhile)."""
         if not self._unsaved and self.path.exists():
             return
-        if len(self._shards) >= self.MAX_SHARDS or not self.path.exists():
+        if not self.path.exists():
+            self._create_base()
+        elif len(self._shards) >= self.MAX_SHARDS and self._base_signature() == self._base_seen:
             self._write(self.path, sorted(self.index, key=self.index.get))
+            self._base_seen = self._base_signature()
             for shard in self._shards:  # folded in; shards other writers added since stay
                 shard.unlink(missing_ok=True)
             self._shards = []
         else:
-            shard = self.path.with_name(f"{self.path.stem}.shard-{time.time_ns()}-{os.getpid()}.npz")
+            shard = self._new_shard_name()
             self._write(shard, list(self._unsaved))
             self._shards.append(shard)
         self._unsaved = {}
+
+    def _create_base(self) -> None:
+        """The first save writes the base file, unless another process created it first: then the
+        rows go to a shard (a hard link publishes without ever overwriting)."""
+        tmp = self._new_shard_name()
+        self._write(tmp, sorted(self.index, key=self.index.get))
+        try:
+            os.link(tmp, self.path)
+        except FileExistsError:
+            self._shards.append(tmp)
+            return
+        except OSError:  # no hard links on this file system: plain rename, the last writer wins
+            os.replace(tmp, self.path)
+        else:
+            tmp.unlink()
+        self._base_seen = self._base_signature()
 
 
 def cached_features(

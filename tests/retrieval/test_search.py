@@ -194,3 +194,43 @@ def test_price_words_in_the_query_bound_the_results(demo_searcher):
     assert len(hits) == 20 and all(prices[h.id] is None or prices[h.id] <= cut for h in hits)
     unbounded = demo_searcher.search("black dress", k=20)
     assert any(prices[h.id] is not None and prices[h.id] > cut for h in unbounded)  # the bound is what removed them
+
+
+def test_filter_postings_select_exactly_the_matching_items(demo_searcher):
+    """The per-value postings intersected per query pick the same items a scan of every product does."""
+    s = demo_searcher
+    products = s.products
+    prices = [p.price for p in products if p.price is not None]
+    lo, hi = (float(v) for v in np.percentile(prices, [20, 70]))
+    cases = [
+        ({"category": "Ladieswear"}, lambda p: "ladieswear" in [c.lower() for c in p.category]),
+        ({"price_min": lo, "price_max": hi}, lambda p: p.price is not None and lo <= p.price <= hi),
+        ({"price_max": hi}, lambda p: p.price is not None and p.price <= hi),
+    ]
+    black = set(np.flatnonzero(s.term_credit(s.read("black").terms[0]) > 0).tolist())
+    cases.append(({"colour": "black", "price_max": hi}, lambda p: s.index.row[p.id] in black and p.price is not None and p.price <= hi))
+    for spec, holds in cases:
+        rows = s.filter_rows(parse_filters(spec))
+        assert rows.dtype == np.int64 and np.all(np.diff(rows) > 0)
+        assert rows.tolist() == [r for r, p in enumerate(products) if holds(p)], spec
+        assert len(rows) > 0, spec
+
+
+def test_searcher_over_milvus_gives_the_faiss_results(demo_searcher):
+    """The same Searcher over a Milvus index of the same vectors (both exact here) ranks the same,
+    filters (Milvus expressions) included."""
+    pytest.importorskip("pymilvus")
+    from retrieval.index import IndexParams, build_index
+    from retrieval.search import Searcher
+
+    s = demo_searcher
+    milvus = build_index(np.asarray(s.index.vectors), s.index.ids, IndexParams(backend="milvus", recall_queries=0))
+    try:
+        other = Searcher(s.catalog, s.encoder, milvus, s.cfg, s.vocab, s.lexical, s.fusion)
+        for query, filters in [("black top", None), ("dress", {"colour": "blue"}), ("trousers", {"category": "Menswear"})]:
+            want = [h.id for h in s.search(query, k=8, filters=filters)]
+            assert want and [h.id for h in other.search(query, k=8, filters=filters)] == want
+        item = s.index.ids[3]
+        assert [h.id for h in other.similar(item, k=5)] == [h.id for h in s.similar(item, k=5)]
+    finally:
+        milvus.drop()
