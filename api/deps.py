@@ -12,47 +12,16 @@ import importlib.util
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 from fastapi import Depends, HTTPException, Request
 
 from api.settings import Settings
 from retrieval.config import load_yaml
+from retrieval.lru import LRUCache
 
 log = logging.getLogger(__name__)
-
-
-class LRUCache:
-    """A small thread-safe LRU map (explanations per (request, item, backend))."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        if self.size <= 0:
-            return make()
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-        value = make()  # outside the lock: two racing misses both compute, one result is kept
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def build_searcher(settings: Settings):
