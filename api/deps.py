@@ -7,6 +7,8 @@ lives on until its last request lets go of it.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib
 import importlib.util
 import logging
@@ -171,6 +173,19 @@ def build_engine(settings: Settings, generation: int = 0,
     return engine
 
 
+RELEASE_AGAIN_S = 10.0  # after a swap: requests in flight on the old engine are done by then
+
+
+def release_memory() -> None:
+    """Free unreachable engines now (a full collection) and hand freed heap pages back to the OS
+    (glibc's malloc_trim), so the resident size falls back to one engine after a reload."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the memory is reused, just not returned
+        pass
+
+
 class EngineHolder:
     """Holds the current engine; `reload()` builds the next one beside it, then swaps the reference."""
 
@@ -189,11 +204,20 @@ class EngineHolder:
         return self._engine
 
     def reload(self) -> Engine:
-        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time."""
+        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time.
+
+        After the swap the old engine is released at once: its reference cycles (searcher, vocabulary,
+        recommenders) would otherwise wait for a full garbage collection, keeping two engines in
+        memory long after the swap. Requests still in flight keep it until they finish; a second
+        collection shortly after catches those."""
         with self._reload_lock:
             generation = (self._engine.generation + 1) if self._engine else 0
             new = build_engine(self.settings, generation, self.searcher_factory)
             self._engine = new  # a single reference assignment: atomic for every reader
+            release_memory()
+            later = threading.Timer(RELEASE_AGAIN_S, release_memory)
+            later.daemon = True
+            later.start()
             return new
 
 
