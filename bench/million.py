@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import gc
 import shlex
 import subprocess
 import sys
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,13 +142,23 @@ def main() -> None:
         cmd.append("--no-fit-fusion")
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    gc.collect()  # the made catalog's frames: not held while the build runs
     t0 = time.time()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with open(out / "build.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        peak = 0
+        while proc.poll() is None:  # the build's resident size, sampled (its stderr: OUT/build.log)
+            try:
+                peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+        stdout = proc.stdout.read()
     report["build_seconds"] = round(time.time() - t0, 1)
-    if done.returncode != 0:
-        raise SystemExit(f"index build failed ({done.returncode}): {done.stderr[-3000:]}")
-    report["build"] = json.loads(done.stdout.strip().splitlines()[-1])
-    report["build_peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)  # Linux: KiB
+    if proc.returncode != 0:
+        raise SystemExit(f"index build failed ({proc.returncode}); see {out / 'build.log'}")
+    report["build"] = json.loads(stdout.strip().splitlines()[-1])
+    report["build_peak_rss_mb"] = round(peak / 2**20, 1)
     report["build_command"] = shlex.join(cmd)
     report["config"] = str(config)
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]

@@ -82,3 +82,26 @@ def test_lru_keeps_the_most_recently_used():
     off.get_or_make("a", make("a"))
     off.get_or_make("a", make("a"))
     assert made[-2:] == ["a", "a"] and len(off) == 0
+
+
+@pytest.mark.slow
+def test_index_build_takes_given_vectors_instead_of_encoding(demo_config, tmp_path):
+    from retrieval.index import VectorIndex
+    from retrieval.search import Searcher, build_index
+
+    catalog = Searcher.from_config(demo_config).catalog
+    rng = np.random.default_rng(0)
+    given = rng.standard_normal((len(catalog), 256)).astype(np.float32)
+    np.save(tmp_path / "given.npy", given)
+    cfg = {**demo_config, "index": {"dir": str(tmp_path / "index")}, "search": {**demo_config["search"], "fit_fusion": False}}
+    index = build_index(cfg, vectors=tmp_path / "given.npy")
+    loaded = VectorIndex.load(tmp_path / "index")
+    unit = given / np.linalg.norm(given, axis=1, keepdims=True)
+    for n in (0, len(catalog) // 2, len(catalog) - 1):  # row n of the file is the n-th catalog id's vector
+        assert np.allclose(loaded.vector(catalog.ids[n]), unit[n], atol=1e-6)
+    assert index.meta["vectors_file"] == str(tmp_path / "given.npy")
+    assert (tmp_path / "index" / "vocabulary.json").exists() and (tmp_path / "index" / "lexical").exists()
+    with pytest.raises(ValueError, match="one row per catalog id"):
+        build_index(cfg, vectors=given[:-1])
+    with pytest.raises(ValueError, match="256-d|-d but the encoder"):
+        build_index(cfg, vectors=given[:, :100])
