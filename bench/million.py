@@ -10,7 +10,11 @@ noise (--noise: cosine to the source ~0.95), renormalised. Copy 0 is the real ca
 purchases (the real ones) still point at real items. Photos are shared with the source item.
 
     OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000]
-    # then serve and load-test it (bench/load_test.py --config var/m1/config.yaml)
+    # then serve it, load-test it and reload it (start time, RSS at start and during the reload):
+    OMP_NUM_THREADS=1 python bench/load_test.py --config var/m1/config.yaml --duration 20 --concurrency 1,4
+
+Memory: the build holds the whole catalog as Product objects (until the catalog is columnar),
+the vectors and the index; at 1M, budget ~8 GB for the build and more for serving plus a reload.
 
 Writes OUT/catalog, OUT/vectors.npy, OUT/config.yaml (the source config, pointed at OUT) and
 OUT/index; prints one JSON object (sizes, seconds, peak RSS of the build process).
