@@ -7,52 +7,23 @@ lives on until its last request lets go of it.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib
 import importlib.util
 import logging
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable
 
 from fastapi import Depends, HTTPException, Request
 
 from api.settings import Settings
 from retrieval.config import load_yaml
+from retrieval.lru import LRUCache
 
 log = logging.getLogger(__name__)
-
-
-class LRUCache:
-    """A small thread-safe LRU map (explanations per (request, item, backend))."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def get_or_make(self, key: Hashable, make: Callable[[], Any]) -> Any:
-        if self.size <= 0:
-            return make()
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self.hits += 1
-                return self._data[key]
-            self.misses += 1
-        value = make()  # outside the lock: two racing misses both compute, one result is kept
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def build_searcher(settings: Settings):
@@ -204,6 +175,19 @@ def build_engine(settings: Settings, generation: int = 0,
     return engine
 
 
+RELEASE_AGAIN_S = 10.0  # after a swap: requests in flight on the old engine are done by then
+
+
+def release_memory() -> None:
+    """Free unreachable engines now (a full collection) and hand freed heap pages back to the OS
+    (glibc's malloc_trim), so the resident size falls back to one engine after a reload."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): the memory is reused, just not returned
+        pass
+
+
 class EngineHolder:
     """Holds the current engine; `reload()` builds the next one beside it, then swaps the reference."""
 
@@ -222,11 +206,20 @@ class EngineHolder:
         return self._engine
 
     def reload(self) -> Engine:
-        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time."""
+        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time.
+
+        After the swap the old engine is released at once: its reference cycles (searcher, vocabulary,
+        recommenders) would otherwise wait for a full garbage collection, keeping two engines in
+        memory long after the swap. Requests still in flight keep it until they finish; a second
+        collection shortly after catches those."""
         with self._reload_lock:
             generation = (self._engine.generation + 1) if self._engine else 0
             new = build_engine(self.settings, generation, self.searcher_factory)
             self._engine = new  # a single reference assignment: atomic for every reader
+            release_memory()
+            later = threading.Timer(RELEASE_AGAIN_S, release_memory)
+            later.daemon = True
+            later.start()
             return new
 
 

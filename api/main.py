@@ -117,7 +117,13 @@ def _json_safe(x: Any) -> Any:
 
 
 def _set_threads(n: int) -> None:
-    """One thread per request beats two on a small machine (DESIGN.md); torch resets OpenMP, so set both."""
+    """Threads per request, set deliberately: a request (one query: a short text through the encoder,
+    one FAISS search, a few small matrix products) is too small to split across cores, so each runs
+    on `n` threads (1 by default) and the service's concurrency comes from serving several requests
+    at once (the threadpool). More threads per request oversubscribe the cores under load: two
+    OpenMP threads stalled a search to ~8 ms when the other core was busy (DESIGN.md). torch and
+    FAISS share OpenMP and torch resets it, so both are set (and FAISS again before each search);
+    NumPy's BLAS gets the same limit; the ONNX query encoder takes `encoder.threads` (= this)."""
     try:
         import torch
 
@@ -128,6 +134,12 @@ def _set_threads(n: int) -> None:
         import faiss
 
         faiss.omp_set_num_threads(n)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)  # process-wide: OpenBLAS/MKL behind NumPy's matrix products
     except ImportError:  # pragma: no cover
         pass
 

@@ -3,10 +3,19 @@
 Starts `whyrec serve --config CONFIG` as its own process (or uses --url), then drives it with
 closed-loop clients for --duration seconds per scenario and concurrency level:
 
-- search:         POST /search, explain=false
-- search_explain: POST /search, explain=true (grounded rationale per result)
-- recommend:      POST /recommend {user_id}, explain=true (rationales point at the history)
-- explain:        POST /explain {item_id, query, backend} (opt-in; --backend llava for the tuned model)
+- search:                POST /search, explain=false
+- search_filter:         POST /search with filters (colour / category / price, in turn), explain=false
+- search_explain:        POST /search, explain=true (grounded rationale per result)
+- search_filter_explain: POST /search with filters, explain=true
+- recommend:             POST /recommend {user_id}, explain=true (rationales point at the history)
+- similar:               GET /items/{id}/similar (explain=false)
+- explain:               POST /explain {item_id, query, backend} (opt-in; --backend llava for the tuned model)
+
+When it starts the server itself it also reports the start time and memory: the server's peak
+RSS while starting (the kernel's high-water mark, VmHWM), its RSS once up, and, with --reloads
+(default 1), each POST /admin/reload's time, the peak RSS during it (the mark is reset before
+each reload through /proc/PID/clear_refs) and the RSS right after and RELEASE_WAIT seconds after
+(the old engine must be gone: about one engine's worth, not two).
 
 Queries are drawn from the vocabulary ("navy striped shirt for men", ...) with a fixed seed and
 are all distinct within a run, and the server is started with its explanation cache off, so
@@ -14,7 +23,8 @@ every rationale is really written (pass --cache to measure with the LRU cache on
 
     python bench/load_test.py --config configs/hm.yaml [--duration 30] [--concurrency 1,4]
 
-Prints one JSON object: p50 / p90 / p99 / mean latency (ms), requests/s and errors per scenario.
+Prints one JSON object: p50 / p90 / p99 / mean latency (ms), requests/s and errors per scenario,
+and the memory and reload figures.
 """
 from __future__ import annotations
 
@@ -31,8 +41,50 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-SCENARIOS = ("search", "search_explain", "recommend", "explain")
-DEFAULT_SCENARIOS = ("search", "search_explain", "recommend")
+SCENARIOS = ("search", "search_filter", "search_explain", "search_filter_explain", "recommend", "similar", "explain")
+DEFAULT_SCENARIOS = ("search", "search_filter", "search_explain", "search_filter_explain", "recommend", "similar")
+# filters taken in turn (H&M words; a catalog without them answers with fewer hits, still 200)
+FILTERS = ({"colour": "black"}, {"category": "Ladieswear"}, {"price_max": 0.03}, {"category": "Menswear", "colour": "blue"},
+           {"colour": "white", "price_min": 0.01})
+RELEASE_WAIT = 15.0  # seconds after a reload before the RSS is read again (the server collects at 10 s)
+ADMIN_KEY = "load-test-admin-key"
+
+
+def proc_memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak RSS) of a process, in MB (Linux /proc)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset the kernel's peak-RSS mark of a process (writing 5 to clear_refs); False where refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def reload_memory(url: str, pid: int, reloads: int) -> list[dict]:
+    """Time each POST /admin/reload and read the server's memory around it."""
+    out = []
+    for _ in range(reloads):
+        before = proc_memory_mb(pid)["VmRSS"]
+        reset = reset_peak(pid)
+        t0 = time.perf_counter()
+        r = httpx.post(url + "/admin/reload", headers={"X-API-Key": ADMIN_KEY}, timeout=1800)
+        took = time.perf_counter() - t0
+        mem = proc_memory_mb(pid)
+        time.sleep(RELEASE_WAIT)
+        out.append({"status": r.status_code, "seconds": round(took, 2), "rss_before_mb": before,
+                    "peak_rss_during_mb": mem["VmHWM"] if reset else None, "rss_right_after_mb": mem["VmRSS"],
+                    f"rss_{RELEASE_WAIT:.0f}s_after_mb": proc_memory_mb(pid)["VmRSS"], "load_average": round(os.getloadavg()[0], 2)})
+        print(json.dumps(out[-1]), file=sys.stderr)
+    return out
 
 
 def shopper_queries(n: int, seed: int = 0) -> list[str]:
@@ -56,10 +108,10 @@ def shopper_queries(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def start_server(config: str, cache: bool, log_path: Path, timeout: float = 600):
+def start_server(config: str, cache: bool, log_path: Path, timeout: float = 1800):
     from eval.server import start_server as serve
 
-    env = {"WHYREC_LOG_LEVEL": "warning"}
+    env = {"WHYREC_LOG_LEVEL": "warning", "WHYREC_ADMIN_KEY": ADMIN_KEY}
     if not cache:
         env["WHYREC_EXPLAIN_CACHE_SIZE"] = "0"
     return serve(config, timeout, env, log_path)
@@ -72,6 +124,11 @@ def request_for(scenario: str, i: int, queries: list[str], users: list[str], k: 
         return "/search", {"query": queries[i % len(queries)], "k": k, "explain": False}
     if scenario == "search_explain":
         return "/search", {"query": queries[i % len(queries)], "k": k, "explain": True}
+    if scenario in ("search_filter", "search_filter_explain"):
+        return "/search", {"query": queries[i % len(queries)], "k": k, "explain": scenario.endswith("explain"),
+                           "filters": FILTERS[i % len(FILTERS)]}
+    if scenario == "similar":
+        return f"/items/{items[(i * 7919) % len(items)]}/similar", {"k": k}
     return "/recommend", {"user_id": users[i % len(users)], "k": k, "explain": True}
 
 
@@ -98,7 +155,7 @@ def run_scenario(url: str, scenario: str, concurrency: int, duration: float, que
                 path, body = request_for(scenario, i, queries, users, k, items, backend)
                 t0 = time.perf_counter()
                 try:
-                    r = client.post(path, json=body)
+                    r = client.get(path, params=body) if scenario == "similar" else client.post(path, json=body)
                     ok = r.status_code == 200
                     if not ok:
                         errors.append(f"{r.status_code}: {r.text[:120]}")
@@ -142,6 +199,7 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=12)
     ap.add_argument("--cache", action="store_true", help="leave the server's explanation cache on")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reloads", type=int, default=1, help="POST /admin/reload this many times after the scenarios (own server only)")
     args = ap.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
@@ -151,6 +209,7 @@ def main() -> None:
         raise SystemExit(f"config {args.config} not found")
 
     proc = None
+    startup: dict = {}
     if args.url:
         url = args.url
     else:
@@ -158,7 +217,10 @@ def main() -> None:
         log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         proc, url = start_server(args.config, args.cache, log)
-        print(f"server up in {time.time() - t0:.1f}s at {url}", file=sys.stderr)
+        mem = proc_memory_mb(proc.pid)
+        startup = {"start_seconds": round(time.time() - t0, 1), "peak_rss_start_mb": mem["VmHWM"], "rss_after_start_mb": mem["VmRSS"],
+                   "load_average": round(os.getloadavg()[0], 2)}
+        print(f"server up: {json.dumps(startup)} at {url}", file=sys.stderr)
     try:
         health = httpx.get(url + "/health").json()
         users = [u["id"] for u in httpx.get(url + "/users", params={"limit": 1000}).json()]
@@ -176,11 +238,13 @@ def main() -> None:
                 offset += per_run
                 print(json.dumps(res), file=sys.stderr)
                 results.append(res)
+        reloads = reload_memory(url, proc.pid, args.reloads) if proc is not None and args.reloads > 0 else []
         print(json.dumps({
             "config": args.config, "url": url, "items": health["items"], "index_size": health["index_size"],
             "encoder": health["encoder"], "explainer": health["explainer"], "explain_cache": args.cache, "k": args.k,
             "duration_s": args.duration, "cpus": os.cpu_count(), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
-            "shoppers_used": len(users), "results": results,
+            "shoppers_used": len(users), "startup": startup, "reloads": reloads,
+            "rss_at_end_mb": proc_memory_mb(proc.pid)["VmRSS"] if proc is not None else None, "results": results,
         }, indent=2))
     finally:
         if proc is not None:

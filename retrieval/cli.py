@@ -52,6 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = idx.add_parser("build", help="encode the catalog and build the index")
     b.add_argument("--config", required=True)
     b.add_argument("--no-fit-fusion", action="store_true", help="skip fitting the fusion weights (rankers then default to rrf)")
+    b.add_argument("--vectors", metavar="FILE.npy", help="item vectors to index instead of encoding: one row per catalog id, "
+                                                          "in catalog order, in the encoder's space (e.g. bench/million.py)")
     b.set_defaults(func=cmd_index_build)
     ff = idx.add_parser("fit-fusion", help="fit the dense/BM25/facts fusion of a built index from pseudo-queries (no labels)")
     ff.add_argument("--config", required=True)
@@ -184,7 +186,7 @@ def cmd_index_build(args) -> int:
     cfg = load_yaml(args.config)
     if args.no_fit_fusion:
         cfg.setdefault("search", {})["fit_fusion"] = False
-    index = build_index(cfg, command="whyrec " + shlex.join(sys.argv[1:]))
+    index = build_index(cfg, command="whyrec " + shlex.join(sys.argv[1:]), vectors=args.vectors)
     keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fusion_seconds", "fusion")
     print(json.dumps({k: index.meta[k] for k in keys if k in index.meta}))
     return 0

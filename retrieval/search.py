@@ -27,10 +27,11 @@ import numpy as np
 
 from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
-from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, item_vectors, l2_normalise
+from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, encode_queries, item_vectors, l2_normalise
 from retrieval.fusion import FIXED, RANKERS, FusionSettings, Signals, fit_fusion, fuse, load_settings, save_report
 from retrieval.index import IndexParams, ItemVectors, build_index as build_vector_index, open_index
 from retrieval.lexical import LexicalIndex
+from retrieval.lru import LRUCache
 from retrieval.query import Query, read_query
 from retrieval.vocabulary import Term, Vocabulary, tokens
 
@@ -84,6 +85,7 @@ class SearchConfig:
     similarity_threshold: float = 0.65  # cosine for reading an unknown word as a catalog value
     fit_fusion: bool = True  # fit the fusion weights as part of `whyrec index build`
     fusion_queries: int = 300  # pseudo-queries written for fitting
+    query_cache_size: int = 4096  # LRU of query text -> vector (repeated and paged queries skip the encoder); 0 = off
 
     def __post_init__(self):
         if self.ranker is not None and self.ranker not in RANKERS:
@@ -172,6 +174,7 @@ class Searcher:
             raise ValueError("the lexical index and the vector index hold different items; rebuild the index")
         self.lexical = lexical
         self.fusion = fusion
+        self.query_cache = LRUCache(self.cfg.query_cache_size)
         self._build_fact_tables()
 
     def _build_fact_tables(self) -> None:
@@ -408,7 +411,14 @@ class Searcher:
         return hits
 
     def query_vector(self, query: str) -> np.ndarray:
-        return self.encoder.encode_text([query])[0]
+        """The query's vector (the encoder's query side), from the LRU when the same text came lately.
+        Read-only: callers build new arrays from it."""
+        def encode() -> np.ndarray:
+            vec = np.array(encode_queries(self.encoder, [query])[0], np.float32)
+            vec.flags.writeable = False
+            return vec
+
+        return self.query_cache.get_or_make(query, encode)
 
     # ------------------------------------------------------------------ doors
     def search(self, query: str | Query, k: int = 10, filters: Filters | dict | None = None, ranker: str | None = None) -> list[Hit]:
@@ -545,10 +555,11 @@ def load_search_artifacts(index_dir: str | Path, index: ItemVectors) -> tuple[Vo
     return vocab, lexical, fusion
 
 
-def build_index(config: str | Path | dict, command: str = "") -> ItemVectors:
+def build_index(config: str | Path | dict, command: str = "", vectors: str | Path | np.ndarray | None = None) -> ItemVectors:
     """`whyrec index build`: encode every catalog item (cached tower features) and save the index,
     then the catalog's vocabulary, the BM25 index and (unless `search.fit_fusion` is off) the fitted
-    fusion beside it."""
+    fusion beside it. `vectors` (an .npy file or an array, one row per catalog id in catalog order,
+    in the encoder's space) replaces the encoding: a large catalog whose vectors were made elsewhere."""
     cfg = config if isinstance(config, dict) else load_yaml(config)
     ccfg = section(cfg, "catalog", CatalogConfig)
     ecfg = section(cfg, "encoder", EncoderConfig)
@@ -558,8 +569,18 @@ def build_index(config: str | Path | dict, command: str = "") -> ItemVectors:
     if len(catalog) == 0:
         raise ValueError(f"catalog at {ccfg.dir} is empty")
     encoder = create_encoder(ecfg)
-    vectors = item_vectors(encoder, catalog, icfg.item_vectors)
     meta = {"encoder": ecfg.name, "heads": ecfg.heads, "item_vectors": icfg.item_vectors.__dict__, "catalog": ccfg.dir, "command": command}
+    if vectors is None:
+        vectors = item_vectors(encoder, catalog, icfg.item_vectors)
+    else:
+        if not isinstance(vectors, np.ndarray):
+            meta["vectors_file"] = str(vectors)
+            vectors = np.load(vectors, mmap_mode="r")
+        if vectors.ndim != 2 or vectors.shape[0] != len(catalog):
+            raise ValueError(f"--vectors holds {vectors.shape} but the catalog has {len(catalog)} items: need one row per catalog id, in order")
+        if vectors.shape[1] != encoder.dim:
+            raise ValueError(f"--vectors are {vectors.shape[1]}-d but the encoder ({ecfg.name}) is {encoder.dim}-d: queries could not be compared")
+        vectors = l2_normalise(vectors)
     index = build_vector_index(vectors, catalog.ids, icfg.params, meta)
     t0 = time.time()
     vocab = Vocabulary.from_catalog(catalog, scfg.language, embed=text_embedder(encoder), similarity_threshold=scfg.similarity_threshold)

@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from retrieval.catalog import Catalog, Product
+from retrieval.lru import LRUCache
 
 log = logging.getLogger(__name__)
 
@@ -744,8 +745,16 @@ def accepts(kind: str, value: str) -> frozenset[str]:
     return DEFAULT.accepts(kind, value)
 
 
+_ITEM_VALUES = LRUCache(65_536)  # product content -> its values (default vocabulary)
+
+
 def item_values(p: Product, text: bool = True) -> dict[str, set[str]]:
-    return DEFAULT.item_values(p, text)
+    """`DEFAULT.item_values`, computed once per product content: an explanation reads the same
+    item's facts for its evidence, its template and its grounding check, and a popular item is
+    explained in many responses. Returns a fresh copy (callers may change it)."""
+    key = (p.id, p.title, p.description, p.colour, tuple(p.category), tuple(p.attributes.items()), text)
+    values = _ITEM_VALUES.get_or_make(key, lambda: DEFAULT.item_values(p, text))
+    return {k: set(v) for k, v in values.items()}
 
 
 def matches(term: Term, values: dict[str, set[str]]) -> bool | None:

@@ -18,7 +18,7 @@ import torch
 
 from retrieval.artifacts import atomic_write_text
 from retrieval.catalog import Catalog, product_text
-from retrieval.encoders.base import Encoder, l2_normalise
+from retrieval.encoders.base import Encoder, encode_queries, l2_normalise
 from retrieval.encoders.lit import HeadTrainConfig, load_heads, save_heads, split_groups, train_heads
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ class AdapterEncoder:
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return l2_normalise(self.heads.text(torch.from_numpy(self.base.encode_text(texts))).numpy())
+
+    @torch.inference_mode()
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return l2_normalise(self.heads.text(torch.from_numpy(encode_queries(self.base, texts))).numpy())
 
     @torch.inference_mode()
     def encode_image(self, images: Sequence) -> np.ndarray:

@@ -267,12 +267,16 @@ def load_heads(directory: str | Path, towers: tuple[str, str] = (ImageTower.name
 class Towers:
     """Both frozen towers with their feature caches (loaded lazily: the text tower alone serves queries)."""
 
-    def __init__(self, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2):
+    def __init__(self, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2,
+                 query_runtime: str = "torch", onnx_dir: str | Path = "var/cache/onnx"):
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.threads = threads
+        self.query_runtime = query_runtime
+        self.onnx_dir = onnx_dir
         self._image: ImageTower | None = None
         self._text: TextTower | None = None
+        self._query_text = None
         self._caches: dict[str, FeatureCache] = {}
 
     def _cache(self, name: str, dim: int) -> FeatureCache | None:
@@ -293,6 +297,23 @@ class Towers:
         if self._text is None:
             self._text = TextTower()
         return self._text
+
+    @property
+    def query_text(self):
+        """The text tower queries go through: the torch one, or MiniLM on ONNX Runtime (`query_runtime`)."""
+        if self.query_runtime == "torch":
+            return self.text
+        if self._query_text is None:
+            from retrieval.encoders.onnx_text import OnnxTextTower
+
+            self._query_text = OnnxTextTower(self.query_runtime, self.onnx_dir, self.threads)
+        return self._query_text
+
+    def query_text_features(self, texts: Sequence[str]) -> np.ndarray:
+        """Text features of a few queries (never cached on disk), on the configured query runtime."""
+        if self.query_runtime == "torch":
+            torch.set_num_threads(self.threads)
+        return self.query_text.features(list(texts))
 
     def text_features(self, texts: Sequence[str]) -> np.ndarray:
         torch.set_num_threads(self.threads)
@@ -326,10 +347,17 @@ class LitEncoder:
 
     name = "lit"
 
-    def __init__(self, heads_dir: str | Path, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2):
+    def __init__(self, heads_dir: str | Path, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2,
+                 query_runtime: str = "torch", onnx_dir: str | Path = "var/cache/onnx"):
         self.heads, self.meta = load_heads(heads_dir)
         self.dim = self.heads.dim
-        self.towers = Towers(cache_dir, batch_size, threads)
+        self.towers = Towers(cache_dir, batch_size, threads, query_runtime, onnx_dir)
+
+    @torch.inference_mode()
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Shopper queries, through the query runtime's text tower (items use `encode_text`)."""
+        feats = torch.from_numpy(self.towers.query_text_features(list(texts)))
+        return l2_normalise(self.heads.text(feats).numpy())
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:

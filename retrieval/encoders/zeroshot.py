@@ -109,10 +109,10 @@ class ZeroShotEncoder:
     dim = TextTower.dim
 
     def __init__(self, cache_dir: str | Path | None = "var/cache/features", batch_size: int = 32, threads: int = 2,
-                 settings: ZeroShotSettings | None = None):
+                 settings: ZeroShotSettings | None = None, query_runtime: str = "torch", onnx_dir: str | Path = "var/cache/onnx"):
         from retrieval.encoders.lit import Towers
 
-        self.towers = Towers(cache_dir, batch_size, threads)
+        self.towers = Towers(cache_dir, batch_size, threads, query_runtime, onnx_dir)
         self.settings = settings or ZeroShotSettings()
         self._map: ZeroShotMap | None = None
 
@@ -124,6 +124,10 @@ class ZeroShotEncoder:
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         return l2_normalise(self.towers.text_features(list(texts)))
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Shopper queries, through the query runtime's text tower."""
+        return l2_normalise(self.towers.query_text_features(list(texts)))
 
     @torch.inference_mode()
     def encode_image(self, images: Sequence) -> np.ndarray:

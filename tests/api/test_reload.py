@@ -77,3 +77,24 @@ def test_failed_reload_keeps_serving_the_old_index(reload_server, settings):
         assert r.status_code == 503 and "still serving generation 0" in r.json()["detail"]
         assert c.post("/search", json={"query": "dress", "k": 3}).status_code == 200
         assert c.get("/health").json()["generation"] == 0
+
+
+@pytest.mark.slow
+def test_reload_releases_the_old_engine_at_the_swap(settings):
+    """Two engines live side by side only until the swap: the old one is gone when reload returns
+    (no request holds it here), not whenever a later garbage collection happens to run."""
+    import gc
+    import weakref
+
+    from api.deps import EngineHolder
+
+    holder = EngineHolder(settings)
+    holder.load()
+    old = weakref.ref(holder.engine)
+    gc.disable()  # only the reload itself may free it
+    try:
+        new = holder.reload()
+        assert old() is None, "the old engine outlived the swap"
+    finally:
+        gc.enable()
+    assert new.generation == 1 and holder.engine is new

@@ -1,0 +1,173 @@
+"""A 1M-product catalog without encoding for hours: H&M products copied with perturbed ids, text,
+colours and prices, and vectors that are perturbed copies of the real H&M item vectors; then its
+index built with `whyrec index build --vectors`, timed, with the build's peak memory.
+
+Each copy r >= 1 of a product gets the id `<id>-<r>`, its own group, a word before its title and
+a sentence after its description (from small fixed lists), its price times U(0.8, 1.25), and with
+probability --recolour the colour facts (colour, colour_master, colour_value) of another product;
+its vector is the source's (mixed 60/40 with the colour donor's when recoloured) plus Gaussian
+noise (--noise: cosine to the source ~0.95), renormalised. Copy 0 is the real catalog, so its
+purchases (the real ones) still point at real items. Photos are shared with the source item.
+
+    OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000]
+    # then serve it, load-test it and reload it (start time, RSS at start and during the reload):
+    OMP_NUM_THREADS=1 python bench/load_test.py --config var/m1/config.yaml --duration 20 --concurrency 1,4
+
+Memory: the build holds the whole catalog as Product objects (until the catalog is columnar),
+the vectors and the index; at 1M, budget ~8 GB for the build and more for serving plus a reload.
+
+Writes OUT/catalog, OUT/vectors.npy, OUT/config.yaml (the source config, pointed at OUT) and
+OUT/index; prints one JSON object (sizes, seconds, peak RSS of the build process).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import gc
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TITLE_WORDS = ["Soft", "Classic", "Relaxed", "Everyday", "Light", "Essential", "Modern", "Easy", "Fine", "Clean"]
+DESCRIPTION_SENTENCES = ["Made to last.", "A new favourite.", "Easy to wear.", "Part of the basics range.",
+                         "Comes in several colours.", "Designed in Stockholm.", "Goes with everything.", ""]
+COLOUR_KEYS = ("colour", "colour_master", "colour_value")
+
+
+def source_vectors(index_dir: Path, ids: list[str]) -> np.ndarray:
+    """The live index version's vectors, in catalog order."""
+    version = index_dir / (index_dir / "CURRENT").read_text().strip()
+    vecs = np.load(version / "vectors.npy")
+    row = {str(i): n for n, i in enumerate(np.load(version / "ids.npy", allow_pickle=True))}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise ValueError(f"the source index lacks {len(missing)} catalog items (e.g. {missing[:3]}); rebuild it first")
+    return vecs[[row[i] for i in ids]].astype(np.float32)
+
+
+def make_catalog(src_catalog: Path, src_index: Path, out: Path, items: int, noise: float, recolour: float, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    base = pd.read_parquet(src_catalog / "products.parquet")
+    n0 = len(base)
+    vecs0 = source_vectors(src_index, base["id"].astype(str).tolist())
+    copies = int(np.ceil(items / n0))
+    src = np.tile(np.arange(n0), copies)[:items]
+    copy = np.repeat(np.arange(copies), n0)[:items]
+    fresh = copy > 0
+    frame = base.iloc[src].reset_index(drop=True)
+    suffix = np.where(fresh, "-" + copy.astype(str), "")
+    frame["id"] = frame["id"].astype(str).to_numpy(object) + suffix
+    frame["group_id"] = frame["group_id"].astype(str).to_numpy(object) + suffix
+    words = np.array(TITLE_WORDS, object)[rng.integers(0, len(TITLE_WORDS), items)]
+    frame["title"] = np.where(fresh, words + " " + frame["title"].astype(str).str.lower(), frame["title"])
+    sentences = np.array(DESCRIPTION_SENTENCES, object)[rng.integers(0, len(DESCRIPTION_SENTENCES), items)]
+    frame["description"] = np.where(fresh, (frame["description"].astype(str) + " " + sentences).str.strip(), frame["description"])
+    frame["price"] = np.where(fresh, frame["price"].to_numpy() * rng.uniform(0.8, 1.25, items), frame["price"])
+
+    donor = np.full(items, -1)
+    swap = fresh & (rng.random(items) < recolour)
+    donor[swap] = rng.integers(0, n0, int(swap.sum()))
+    attrs0 = [json.loads(a) for a in base["attributes"]]
+    colours0 = base["colour"].astype(str).to_numpy(object)
+    attributes = frame["attributes"].to_numpy(object).copy()
+    colour = frame["colour"].to_numpy(object).copy()
+    for i in np.flatnonzero(swap):
+        a = dict(attrs0[src[i]])
+        for key in COLOUR_KEYS:
+            if key in attrs0[donor[i]]:
+                a[key] = attrs0[donor[i]][key]
+        attributes[i] = json.dumps(a, ensure_ascii=False, sort_keys=True)
+        colour[i] = colours0[donor[i]]
+    frame["attributes"] = attributes
+    frame["colour"] = colour
+
+    vectors = np.empty((items, vecs0.shape[1]), np.float32)
+    sigma = noise / np.sqrt(vecs0.shape[1])
+    for s in range(0, items, 100_000):
+        e = min(items, s + 100_000)
+        v = vecs0[src[s:e]].copy()
+        d = donor[s:e]
+        mixed = d >= 0
+        v[mixed] = 0.6 * v[mixed] + 0.4 * vecs0[d[mixed]]
+        v[fresh[s:e]] += sigma * rng.standard_normal((int(fresh[s:e].sum()), v.shape[1])).astype(np.float32)
+        vectors[s:e] = v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    (out / "catalog").mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out / "catalog" / "products.parquet", index=False)
+    inter = src_catalog / "interactions.parquet"
+    if inter.exists():  # copy 0 keeps the real ids: the real purchases stay valid
+        pd.read_parquet(inter).to_parquet(out / "catalog" / "interactions.parquet", index=False)
+    np.save(out / "vectors.npy", vectors)
+    cos = np.sum(vectors[n0: n0 + 10_000] * vecs0[src[n0: n0 + 10_000]], axis=1) if items > n0 else np.ones(1)
+    return {"items": items, "source_items": n0, "copies": copies, "recoloured": int(swap.sum()),
+            "cosine_to_source_p50": round(float(np.median(cos)), 4), "dim": int(vectors.shape[1])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source-config", default="configs/hm.yaml", help="config of the real catalog and its built index")
+    ap.add_argument("--out", default="var/m1")
+    ap.add_argument("--items", type=int, default=1_000_000)
+    ap.add_argument("--noise", type=float, default=0.33, help="Gaussian noise norm added to each copied vector")
+    ap.add_argument("--recolour", type=float, default=0.3, help="share of copies that take another product's colour")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fit-fusion", action="store_true", help="also fit the fusion weights (slow at 1M: a Searcher is built for it)")
+    ap.add_argument("--skip-make", action="store_true", help="reuse OUT/catalog and OUT/vectors.npy")
+    args = ap.parse_args()
+
+    from retrieval.config import load_yaml
+
+    cfg = load_yaml(args.source_config)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"source_config": args.source_config, "out": str(out), "cpus": os.cpu_count()}
+    t0 = time.time()
+    if not args.skip_make:
+        report["catalog"] = make_catalog(Path(cfg["catalog"]["dir"]), Path(cfg["index"]["dir"]), out, args.items, args.noise,
+                                         args.recolour, args.seed)
+    report["make_seconds"] = round(time.time() - t0, 1)
+    cfg["catalog"] = {**cfg["catalog"], "dir": str(out / "catalog")}
+    cfg["catalog"].pop("source", None)
+    cfg["index"] = {**cfg["index"], "dir": str(out / "index")}
+    config = out / "config.yaml"
+    config.write_text(f"# made by: python bench/million.py {shlex.join(sys.argv[1:])}\n" + yaml.safe_dump(cfg, sort_keys=False))
+
+    cmd = [sys.executable, "-m", "api.cli", "index", "build", "--config", str(config), "--vectors", str(out / "vectors.npy")]
+    if not args.fit_fusion:
+        cmd.append("--no-fit-fusion")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    gc.collect()  # the made catalog's frames: not held while the build runs
+    t0 = time.time()
+    with open(out / "build.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        peak = 0
+        while proc.poll() is None:  # the build's resident size, sampled (its stderr: OUT/build.log)
+            try:
+                peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+        stdout = proc.stdout.read()
+    report["build_seconds"] = round(time.time() - t0, 1)
+    if proc.returncode != 0:
+        raise SystemExit(f"index build failed ({proc.returncode}); see {out / 'build.log'}")
+    report["build"] = json.loads(stdout.strip().splitlines()[-1])
+    report["build_peak_rss_mb"] = round(peak / 2**20, 1)
+    report["build_command"] = shlex.join(cmd)
+    report["config"] = str(config)
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
