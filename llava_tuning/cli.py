@@ -76,6 +76,7 @@ def register_describe(subparsers) -> None:
     d.add_argument("--max-new-tokens", type=int, default=64)
     d.add_argument("--threads", type=int, help="torch CPU threads")
     d.add_argument("--cache-dir", help="model cache for the base")
+    d.add_argument("--out", help="write here instead of <index dir>/item_text.jsonl (serve it with explainer_options.item_text)")
     d.set_defaults(func=_describe)
 
 
@@ -84,7 +85,7 @@ def _describe(args: argparse.Namespace) -> int:
     from llava_tuning.generate import GenerationSettings
 
     overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
-    res = describe_catalog(args.config, args.model, args.batch_size, args.limit, _list(args.ids), args.threads,
+    res = describe_catalog(args.config, args.model, args.batch_size, args.limit, _list(args.ids), args.threads, args.out,
                            settings=GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size), **overrides)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(res, indent=2))

@@ -111,16 +111,18 @@ def merge_shards(path: Path) -> int:
 
 
 def describe_catalog(config: str | Path, model: str | None = None, batch_size: int = 8, limit: int | None = None,
-                     ids: list[str] | None = None, threads: int | None = None, **model_overrides: Any) -> dict[str, Any]:
+                     ids: list[str] | None = None, threads: int | None = None, out: str | Path | None = None,
+                     **model_overrides: Any) -> dict[str, Any]:
     """The job behind `whyrec index describe`: every catalog item (or `ids`, or the first `limit`)
     not yet in the cache. `model`: an adapter / merged dir / preset (default: the config's
-    serve.explainer_options.model)."""
+    serve.explainer_options.model); `out`: another file than <index dir>/item_text.jsonl (an index
+    one may not write to)."""
     from retrieval.catalog import Catalog
     from retrieval.config import load_yaml
     from llava_tuning.generate import LlavaExplainer
 
     cfg = load_yaml(config)
-    out = item_text_path(cfg)
+    out = Path(out) if out else item_text_path(cfg)
     model = model or ((cfg.get("serve") or {}).get("explainer_options") or {}).get("model")
     if not model:
         raise ValueError("no model: pass --model, or set serve.explainer_options.model in the config")

@@ -338,6 +338,8 @@ class LlavaExplainer:
                 raise FileNotFoundError(f"no tuned LLaVA at {model}: run `whyrec tune` first, or pass model=<adapter|merged dir|preset>")
             bundle = load_model(model, **overrides)
         self.bundle = bundle
+        if isinstance(settings, dict):  # from a YAML config's serve.explainer_options
+            settings = GenerationSettings(**settings)
         self.generator = Generator(bundle, settings)
         self.fallback = fallback or GroundedExplainer()
         self.image_root = image_root

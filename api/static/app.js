@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { request: null }; // what the current results answer: {query} | {user_id, query} | {image}
+const state = { request: null };
+window.whyrec = state; // the page state, for tests; request: what the current results answer: {query} | {user_id, query} | {image}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -63,6 +64,7 @@ function renderResults(data, label, pending = false) {
     grid.append(card);
   }
   state.hits = Object.fromEntries(data.results.map((h) => [h.id, h]));
+  state.timing = { results: performance.now(), whys: [] }; // when the page showed what (read by tests and the curious)
   setStatus(data.results.length ? `${data.results.length} results ${label} in ${Math.round(data.took_ms)} ms` : `nothing found ${label}`);
 }
 
@@ -72,6 +74,7 @@ function fillWhy(ev) {
   if (hit) hit.rationale = ev.rationale;
   const why = document.querySelector(`#results .card[data-id="${CSS.escape(ev.id)}"] .why`);
   if (why) { why.textContent = ev.rationale.text; why.classList.remove("pending"); }
+  if (state.timing) state.timing.whys.push(performance.now());
 }
 
 function parseEvent(block) {
