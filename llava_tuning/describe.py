@@ -75,7 +75,7 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
             banned = [forbidden_phrases(item_values(p)) for p in chunk]
             texts = explainer.generator.generate(convs, images, banned=banned)
             for p, text in zip(chunk, texts):
-                text = " ".join(text.split())
+                text = whole_sentences(" ".join(text.split()))
                 _, reason = vet(text, "", p, Evidence(request=""))
                 rec: dict[str, Any] = {"id": p.id, "text": text, "model": model_name, "checked": reason is None}
                 if reason:
@@ -87,6 +87,14 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
             os.fsync(f.fileno())
             bar.update(len(chunk))
     return counts
+
+
+def whole_sentences(text: str) -> str:
+    """The text up to its last full sentence (an answer cut by the token budget ends mid-sentence)."""
+    import re
+
+    ends = list(re.finditer(r"[.!?](?=\s|$)", text))
+    return text[: ends[-1].end()] if ends else text
 
 
 def merge_shards(path: Path) -> int:
