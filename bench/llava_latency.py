@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,4")
     ap.add_argument("--requests", type=int, default=8, help="requests per client and level")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-warmup", action="store_true", help="skip the unmeasured first request (slow live runs)")
     ap.add_argument("--log", default="var/bench/llava_latency.server.log")
     args = ap.parse_args(argv)
 
@@ -166,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_server(str(config), timeout=900, log_path=args.log)
         try:
             start_s = round(time.time() - t0, 1)
-            with httpx.Client(base_url=url, timeout=600) as c:  # warm: first request loads lazy parts
-                read_stream(c, queries[-1], args.k)
+            if not args.no_warmup:
+                with httpx.Client(base_url=url, timeout=600) as c:  # warm: first request loads lazy parts
+                    read_stream(c, queries[-1], args.k)
             used = 0
             out = []
             for n in levels:

@@ -8,6 +8,7 @@ is empty is replaced by the grounded template explainer's, with `fallback_reason
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -314,19 +315,19 @@ class LlavaExplainer:
     Serving (`explain_batch`, `explain_iter`): an item whose text the model wrote offline
     (`item_text`: `whyrec index describe` -> item_text.jsonl) is answered at once by composing the
     request-aware fit/misfit sentences (the grounded template's) with that text; the others are
-    generated live, all in one batched call, at most `live_items` per call and `concurrency` calls at
-    once in the process. An item neither cached nor in the live budget gets the grounded rationale,
+    generated live, in batched calls (`settings.batch_size` each), at most `live_items` per call
+    (None: all; the server sets it) and `concurrency` generate calls at once in the process. An item neither cached nor in the live budget gets the grounded rationale,
     with the reason. Every text goes through `settle`."""
 
     backend = "llava"
 
     def __init__(self, model: str | Path | None = None, bundle=None, settings: GenerationSettings | None = None,
                  fallback=None, image_root: str | Path | None = None, threads: int | None = None, constrained: bool = True,
-                 item_text: str | Path | None = None, live_items: int = 12, concurrency: int = 1, **overrides: Any):
+                 item_text: str | Path | None = None, live_items: int | None = None, concurrency: int = 1, **overrides: Any):
         if threads:
             torch.set_num_threads(threads)
-        if live_items < 0 or concurrency < 1:
-            raise ValueError("live_items must be >= 0 and concurrency >= 1")
+        if (live_items is not None and live_items < 0) or concurrency < 1:
+            raise ValueError("live_items must be >= 0 (None: no limit) and concurrency >= 1")
         self.live_items = live_items
         self.gate = threading.BoundedSemaphore(concurrency)  # generate calls at once in this process
         self.item_texts = ItemTexts.load(item_text) if item_text else ItemTexts({})
@@ -353,11 +354,15 @@ class LlavaExplainer:
         sources = [h.title for h in evidence.history] if evidence is not None else []
         return forbidden_phrases(item_values(product), request, sources)
 
-    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[str]:
-        """The model's unchecked texts for (request, product, evidence) triples (for evaluation)."""
+    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]], one_call: bool = False) -> list[str]:
+        """The model's unchecked texts for (request, product, evidence) triples (for evaluation).
+        `one_call`: all of them in one generate call, whatever the settings' batch size (a response)."""
         convs = [[{"from": "human", "value": explain_prompt(r, p, e)}] for r, p, e in items]
         images = [_image_for(p, self.image_root) for _, p, _ in items]
-        return self.generator.generate(convs, images, banned=[self.banned(r, p, e) for r, p, e in items])
+        settings = self.generator.settings
+        if one_call and len(items) > settings.batch_size:
+            settings = dataclasses.replace(settings, batch_size=len(items))
+        return self.generator.generate(convs, images, settings, banned=[self.banned(r, p, e) for r, p, e in items])
 
     def explain_batch(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[Rationale]:
         out: list[Rationale | None] = [None] * len(items)
@@ -374,10 +379,12 @@ class LlavaExplainer:
             cached = self.item_texts.get(p.id)
             if cached is not None:
                 yield i, self.compose(r, p, e, cached)
-            elif len(live) < self.live_items:
+            elif self.live_items is None or len(live) < self.live_items:
                 live.append(i)
             else:
-                why = f"no cached item text for {p.id} and the live budget ({self.live_items} per response) is spent"
+                cached_why = self.item_texts.failed.get(p.id)
+                why = (f"no cached item text for {p.id}" + (f" (its offline text failed the check: {cached_why})" if cached_why else "")
+                       + f" and the live budget ({self.live_items} per response) is spent")
                 yield i, settle(RuntimeError(why), r, p, e, self.fallback)
         if not live:
             return
@@ -385,7 +392,7 @@ class LlavaExplainer:
         start = time.perf_counter()
         try:
             with self.gate:
-                texts: list[str | BaseException] = list(self.raw(batch))
+                texts: list[str | BaseException] = list(self.raw(batch, one_call=True))
         except Exception as err:  # the model failed: every live item falls back, saying why
             log.warning("llava generation failed: %s", err)
             texts = [err] * len(batch)
@@ -453,8 +460,9 @@ class ItemText:
 class ItemTexts:
     """The offline item-text cache (`<index dir>/item_text.jsonl`: {"id", "text", "model", "checked"})."""
 
-    def __init__(self, texts: dict[str, ItemText]):
+    def __init__(self, texts: dict[str, ItemText], failed: dict[str, str] | None = None):
         self.texts = texts
+        self.failed = failed or {}  # id -> why its offline text was refused (not served)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -472,14 +480,17 @@ class ItemTexts:
             log.warning("no item-text cache at %s: every rationale is generated live or falls back", path)
             return cls({})
         texts: dict[str, ItemText] = {}
+        failed: dict[str, str] = {}
         with path.open() as f:
             for line in f:
                 if line.strip():
                     rec = json.loads(line)
                     if rec.get("checked") and rec.get("text"):
                         texts[str(rec["id"])] = ItemText(rec["text"], rec.get("model", "?"))
-        log.info("item-text cache %s: %d items", path, len(texts))
-        return cls(texts)
+                    else:
+                        failed[str(rec["id"])] = rec.get("reason") or "empty or unchecked"
+        log.info("item-text cache %s: %d items (%d refused by the check)", path, len(texts), len(failed))
+        return cls(texts, failed)
 
 
 def _factory(**kwargs: Any) -> LlavaExplainer:

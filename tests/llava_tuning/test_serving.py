@@ -72,6 +72,9 @@ def test_one_batched_call_per_response_cache_composed_budget_overflow_says_why(b
     assert live_positions == [3, 4, 5]  # an unchecked cache line is not used: item 3 is generated live
     for i in (6, 7):
         assert by[i].backend == "grounded" and "no cached item text" in by[i].fallback_reason and "live budget" in by[i].fallback_reason
+    over = LlavaExplainer(bundle=bundle, settings=GenerationSettings(max_new_tokens=6), item_text=cache, live_items=0)
+    refused = over.explain("a black dress", items[3])  # its offline text was refused: the reason says so
+    assert refused.backend == "grounded" and "failed the check" in refused.fallback_reason
     for i in live_positions:
         assert by[i].backend == "llava" or by[i].fallback_reason  # the model's checked text, or a fallback that says why
     none = LlavaExplainer(bundle=bundle, settings=GenerationSettings(max_new_tokens=6), live_items=0)
