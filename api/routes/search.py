@@ -35,10 +35,17 @@ STREAM_DOC = """Server-sent events (text/event-stream), in this order:
 Each event is `event: NAME` and one `data: JSON` line. With `explain: false` only `results` and `done` come."""
 
 
+# one server-sent event (how schema tools read text/event-stream: each event against this schema)
+SSE_EVENT = {"type": "object", "required": ["event", "data"],
+             "properties": {"event": {"type": "string", "enum": ["results", "rationale", "done"]},
+                            "data": {"type": "string", "contentMediaType": "application/json",
+                                     "description": "JSON: a ResultsOut (results), RationaleEventOut (rationale) or StreamDoneOut (done)"}}}
+
+
 @router.post("/search/stream", summary="Ranked items at once, then each rationale as it is written (SSE)",
              description=STREAM_DOC, response_class=StreamingResponse,
              responses={200: {"description": "an event stream (see above)",
-                              "content": {"text/event-stream": {"schema": {"type": "string"},
+                              "content": {"text/event-stream": {"schema": SSE_EVENT,
                                                                 "example": 'event: results\ndata: {"request": "black dress", ...}\n\n'
                                                                            'event: rationale\ndata: {"rank": 1, "id": "0108775015", "rationale": {...}}\n\n'
                                                                            'event: done\ndata: {"rationales": 12, "took_ms": 812.4}\n\n'}}}})
