@@ -64,7 +64,14 @@ def build_explainer(name: str, settings: Settings):
 
     if name not in EXPLAINERS and name in PLUGINS:
         importlib.import_module(PLUGINS[name])  # heavy (torch, transformers): only when asked for
-    options = settings.explainer_options if name == settings.explainer else {}
+    options = dict(settings.explainer_options) if name == settings.explainer else {}
+    if name == "llava":  # serving: the offline item texts beside the index, the live budget and the generation gate
+        from llava_tuning.describe import item_text_path  # the one place that names the cache file
+
+        options.setdefault("item_text", str(item_text_path(settings.config)) if settings.config else None)
+        options.setdefault("live_items", settings.llava_live_items)
+        options.setdefault("concurrency", settings.llava_concurrency)
+        options.setdefault("threads", settings.threads)
     return get_explainer(name, **options)
 
 

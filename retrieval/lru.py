@@ -26,12 +26,27 @@ class LRUCache:
                 return self._data[key]
             self.misses += 1
         value = make()  # outside the lock: two racing misses both compute, one result is kept
+        self.put(key, value)
+        return value
+
+    def get(self, key: Hashable) -> Any:
+        """The cached value, or None (counted as a hit or a miss)."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.size <= 0:
+            return
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.size:
                 self._data.popitem(last=False)
-        return value
 
     def __len__(self) -> int:
         return len(self._data)
