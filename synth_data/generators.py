@@ -166,10 +166,14 @@ def _picture_answer(b: Bank, v: ItemView, task: Task) -> str:
 def human_description(product) -> str | None:
     """Describe-from-picture's target: the catalog's own human-written description, kept clause by
     clause where the grounding checker finds nothing wrong (None when no clause is left)."""
-    details = description_details(product, whole=True)
-    if not details:
-        return None
-    return " ".join(cap(d.text) + "." for d in details)
+    by_sentence: dict[int, list] = {}
+    for d in description_details(product):
+        by_sentence.setdefault(d.sentence, []).append(d)
+    out = []
+    for n in sorted(by_sentence):
+        whole = [d for d in by_sentence[n] if d.whole]
+        out.append(cap(whole[0].text) if whole else cap(", ".join(d.text for d in by_sentence[n])))
+    return " ".join(s + "." for s in out) or None
 
 
 DETAIL_LEADS = ["From the description: {d}.", "The description mentions {d}.", "Good to know: {d}.",

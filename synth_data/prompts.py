@@ -106,8 +106,15 @@ def openai_user_text(task: Task) -> str:
         lines += [data_block(task.items[0], "A"), data_block(task.items[1], "B")]
     else:
         lines.append(data_block(task.item))
+    if task.kind == "rationale":
+        lines.append("Say honestly which of the shopper's wishes the item meets and which it does not. Then add the one or "
+                     "two details from the description that matter most for this request (for a warm coat: 'brushed "
+                     "inside, wool blend'), in plain words without quotation marks. Never mention scores, ranks or how "
+                     "the item was found.")
     if task.kind == "rationale" and task.hard_negative:
         lines.append("Note: this item was retrieved for the request but may not fully fit it; say where it does not.")
+    if task.kind == "question" and task.qtype == "detail":
+        lines.append("Answer from the description only; if it does not mention this, say so.")
     lines.append('Reply with JSON: {"answer": "..."}')
     return "\n".join(lines)
 
