@@ -14,15 +14,18 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Generator as Gen, Iterator, Sequence
 
 import torch
 from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from retrieval.catalog import Product
 from synth_data.explain import EXPLAINERS, Evidence, GroundedExplainer, Rationale, gather_evidence, register_explainer, settle
-from synth_data.grounding import check
+from retrieval.vocabulary import item_values
+from synth_data.grounding import check, forbidden_phrases
 from synth_data.prompts import clean, human_turn, rationale_prompt
 from synth_data.tasks import Task
 
@@ -44,6 +47,94 @@ class GenerationSettings:
     dtype: str = "float32"  # float32 | bfloat16 (faster on CPUs with bf16 support; slightly different words)
 
 
+def _variants(phrase: str) -> list[str]:
+    """The spellings of a phrase a model may write: as typed, capitalised, title case, upper case."""
+    return list(dict.fromkeys([phrase, phrase[:1].upper() + phrase[1:], phrase.title(), phrase.upper()]))
+
+
+@lru_cache(maxsize=8)
+def _boundary_tokens(tokenizer) -> frozenset[int]:
+    """Tokens after which a new word starts even without a space (they end in a non-letter: a
+    quote, a bracket, a newline, a dash), so a word's bare spelling ("red" in '"red"') is a word there."""
+    out = set()
+    for i in range(len(tokenizer)):
+        text = tokenizer.decode([i])
+        if not text or not text[-1].isalnum():
+            out.add(i)
+    return frozenset(out)
+
+
+@lru_cache(maxsize=8)
+def _phrase_ids(tokenizer) -> dict[str, list[tuple[tuple[int, ...], bool]]]:
+    """phrase -> its token sequences, each with whether it is the bare spelling (no leading space)."""
+    from synth_data.grounding import _phrase_table
+
+    out: dict[str, list[tuple[tuple[int, ...], bool]]] = {}
+    for toks, _ in _phrase_table():
+        phrase = " ".join(toks)
+        seqs: list[tuple[tuple[int, ...], bool]] = []
+        for v in _variants(phrase):
+            for text, bare in ((" " + v, False), (v, True)):
+                ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+                if ids and (ids, bare) not in seqs:
+                    seqs.append((ids, bare))
+        out[phrase] = seqs
+    return out
+
+
+class FactConstraint(LogitsProcessor):
+    """Decode under each item's facts: row b of the batch may not complete any token sequence of the
+    phrases `banned[b]` (synth_data.grounding.forbidden_phrases: colour, type, pattern and material
+    words that contradict the item). Multi-token words are blocked at their last token, once the
+    tokens before it have been written; every spelling is covered: with a leading space (a new word)
+    and capitalised, and the bare spelling when the token before it ends a word ('"red"', '(red')."""
+
+    def __init__(self, tokenizer, banned: Sequence[Sequence[str]]):
+        ids = _phrase_ids(tokenizer)
+        self.boundary = _boundary_tokens(tokenizer)
+        # per row: prefix length -> prefix -> (last tokens after any token, last tokens only after a word boundary)
+        self.rows: list[dict[int, dict[tuple[int, ...], tuple[set[int], set[int]]]]] = []
+        for phrases in banned:
+            table: dict[int, dict[tuple[int, ...], tuple[set[int], set[int]]]] = {}
+            for phrase in phrases:
+                seqs = ids.get(phrase)
+                if seqs is None:
+                    seqs = [(tuple(tokenizer(t, add_special_tokens=False)["input_ids"]), bare)
+                            for v in _variants(phrase) for t, bare in ((" " + v, False), (v, True))]
+                for seq, bare in seqs:
+                    if not seq:
+                        continue
+                    slot = table.setdefault(len(seq) - 1, {}).setdefault(seq[:-1], (set(), set()))
+                    slot[1 if bare else 0].add(seq[-1])
+            self.rows.append(table)
+
+    def blocked(self, row: int, ids: Sequence[int]) -> set[int]:
+        """The tokens row `row` may not write next, after the tokens `ids`."""
+        out: set[int] = set()
+        for n, prefixes in self.rows[row].items():
+            if n > len(ids):
+                continue
+            hit = prefixes.get(tuple(ids[len(ids) - n:]) if n else ())
+            if hit is None:
+                continue
+            out |= hit[0]
+            before = len(ids) - n - 1
+            if hit[1] and (before < 0 or ids[before] in self.boundary):
+                out |= hit[1]
+        return out
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if len(self.rows) != scores.shape[0]:
+            raise ValueError(f"constraints for {len(self.rows)} rows but a batch of {scores.shape[0]}")
+        longest = 1 + max((n for t in self.rows for n in t), default=0)
+        tails = input_ids[:, -longest:].tolist()
+        for row, tail in enumerate(tails):
+            bad = self.blocked(row, tail)
+            if bad:
+                scores[row, sorted(bad)] = -float("inf")
+        return scores
+
+
 class Generator:
     """Batched generation for conversations that each hold one image."""
 
@@ -59,11 +150,14 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, conversations: Sequence[Sequence[dict]], images: Sequence[Image.Image],
-                 settings: GenerationSettings | None = None) -> list[str]:
-        """One answer per conversation (its last turn is the human's), in input order."""
+                 settings: GenerationSettings | None = None, banned: Sequence[Sequence[str]] | None = None) -> list[str]:
+        """One answer per conversation (its last turn is the human's), in input order. `banned`:
+        per conversation, phrases its answer may not contain (see `FactConstraint`)."""
         s = settings or self.settings
         if len(conversations) != len(images):
             raise ValueError(f"{len(conversations)} conversations but {len(images)} images")
+        if banned is not None and len(banned) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(banned)} lists of banned phrases")
         if s.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         if s.do_sample and s.seed is not None:
@@ -89,6 +183,9 @@ class Generator:
                 kwargs.update(temperature=s.temperature, top_p=s.top_p)
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
+            if banned is not None:
+                kwargs["logits_processor"] = LogitsProcessorList(
+                    [FactConstraint(self.processor.tokenizer, banned[start : start + s.batch_size])])
             ids = self.model.generate(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                                       pixel_values=pixels, **kwargs)
             prompt_len = batch["input_ids"].shape[1]
@@ -100,7 +197,7 @@ class Generator:
 
 
     def stream(self, conversation: Sequence[dict], image: Image.Image, settings: GenerationSettings | None = None,
-               stop: threading.Event | None = None) -> Iterator[str]:
+               stop: threading.Event | None = None, banned: Sequence[str] | None = None) -> Iterator[str]:
         """One answer's text as the model writes it: generation runs in a thread and hands each
         decoded piece over through transformers' TextIteratorStreamer. Setting `stop` ends it early."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -126,6 +223,8 @@ class Generator:
             kwargs.update(temperature=s.temperature, top_p=s.top_p)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        if banned:
+            kwargs["logits_processor"] = LogitsProcessorList([FactConstraint(self.processor.tokenizer, [banned])])
         pixels = self.processor.pixel_values([image]).to(device, dtype)
         failure: list[BaseException] = []
 
@@ -215,7 +314,8 @@ class LlavaExplainer:
     backend = "llava"
 
     def __init__(self, model: str | Path | None = None, bundle=None, settings: GenerationSettings | None = None,
-                 fallback=None, image_root: str | Path | None = None, threads: int | None = None, **overrides: Any):
+                 fallback=None, image_root: str | Path | None = None, threads: int | None = None, constrained: bool = True,
+                 **overrides: Any):
         if threads:
             torch.set_num_threads(threads)
         if bundle is None:
@@ -229,13 +329,21 @@ class LlavaExplainer:
         self.generator = Generator(bundle, settings)
         self.fallback = fallback or GroundedExplainer()
         self.image_root = image_root
+        self.constrained = constrained  # decode under each item's facts (FactConstraint)
         self.last_latency_s: float | None = None
+
+    def banned(self, request: str, product: Product, evidence: Evidence | None) -> list[str]:
+        """What the model may not write about this item for this request ([] when unconstrained)."""
+        if not self.constrained:
+            return []
+        sources = [h.title for h in evidence.history] if evidence is not None else []
+        return forbidden_phrases(item_values(product), request, sources)
 
     def raw(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[str]:
         """The model's unchecked texts for (request, product, evidence) triples (for evaluation)."""
         convs = [[{"from": "human", "value": explain_prompt(r, p, e)}] for r, p, e in items]
         images = [_image_for(p, self.image_root) for _, p, _ in items]
-        return self.generator.generate(convs, images)
+        return self.generator.generate(convs, images, banned=[self.banned(r, p, e) for r, p, e in items])
 
     def explain_batch(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[Rationale]:
         items = [(r, p, e if e is not None else gather_evidence(r, p)) for r, p, e in items]
@@ -254,7 +362,8 @@ class LlavaExplainer:
         conv = [{"from": "human", "value": explain_prompt(request, product, evidence)}]
         stop = threading.Event()
         sources = [h.title for h in evidence.history]
-        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop)
+        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop,
+                                       banned=self.banned(request, product, evidence))
         said, reasons = yield from checked_stream(pieces, product, request, sources, stop)
         if said.strip():
             used = [f"{t.kind}: {t.value}" for t in check(said, product, request=request, sources=sources).supported]
@@ -270,7 +379,8 @@ class LlavaExplainer:
         tuned 'question' turn), checked clause by clause; returns what was sent ("" = nothing passed)."""
         conv = [{"from": "human", "value": human_turn(Task("question", [product], question=question), image=True)}]
         stop = threading.Event()
-        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop)
+        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop,
+                                       banned=self.banned(question, product, None))
         said, _ = yield from checked_stream(pieces, product, None, [], stop)
         return said.strip()
 

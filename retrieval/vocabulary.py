@@ -209,6 +209,11 @@ class Vocabulary:
                 table[key] = [h for h in hits if h[0] in base]
         return table, max((len(k) for k in table), default=1)
 
+    def phrases(self) -> dict[tuple[str, ...], list[tuple[str, str]]]:
+        """Every phrase this vocabulary reads (as tokens) with its (kind, value) readings; for
+        constrained decoding, which must know all the words that can state a value."""
+        return {k: list(v) for k, v in self._table.items()}
+
     def reads(self, phrase: str) -> list[tuple[str, str]]:
         """The (kind, value) readings of a whole phrase ([] when it is not a known phrase)."""
         return list(self._table.get(tuple(tokens(phrase)), []))

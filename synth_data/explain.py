@@ -26,7 +26,7 @@ from typing import Callable, Protocol
 
 from retrieval.catalog import Product
 from retrieval.vocabulary import NEGATIONS, Term, accepts, item_values
-from synth_data.grounding import OPEN_GROUPS, GroundingResult, by_word, check, clauses, judge, read_clause
+from synth_data.grounding import OPEN_GROUPS, GroundingResult, by_word, check, clauses, judge, read_clause, score_claims
 from synth_data.phrasing import Bank, ItemView, article, cap, join
 
 log = logging.getLogger(__name__)
@@ -322,6 +322,9 @@ def vet(text: str, request: str, product: Product, evidence: Evidence,
         return result, "empty output"
     if result.contradicted:
         return result, "grounding: " + "; ".join(result.reasons())
+    ranked = score_claims(text)
+    if ranked:
+        return result, "score or rank in the text: " + "; ".join(repr(r) for r in ranked)
     if len(result.not_stated) > max_unverified:
         return result, "unverified: " + "; ".join(f"{t.kind} {t.value!r} ({t.phrase!r}) is not in the catalog's facts"
                                                   for t in result.not_stated)

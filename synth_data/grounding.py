@@ -20,6 +20,7 @@ Policy on top of the vocabulary, kept here because it is about judging claims, n
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
@@ -352,3 +353,68 @@ def check_multi(text: str, products: Mapping[str, Product], request: str | None 
         for label in current:
             results[label].paired.extend(aside)
     return results
+
+
+# ----- what a text about one item may not say (constrained decoding, served-text promise) -----
+CONSTRAINED_KINDS = ("colour", "product_type", "pattern", "material")
+
+
+def forbidden_phrases(values: Mapping[str, set[str]], request: str | None = None, sources: Iterable[str] = (),
+                      unverified: bool = True) -> list[str]:
+    """The vocabulary phrases a text about an item with these `values` may not use, because the
+    checker would judge them contradicted (or, with `unverified`, not backed by the catalog: the
+    served promise allows no unverified claim). Only colour, type, pattern and material words.
+
+    Exempt, so that honest sentences stay possible: phrases the request or a source (a purchased
+    item's title) contains verbatim, and every word for a value the request names ("you asked for
+    red, but it is black"; "not red"). The post-check still judges what is said with them. Also
+    exempt: a phrase that starts an allowed longer one ("shirt" of "shirt dress" for a dress)."""
+    key = (tuple(sorted((k, tuple(sorted(v))) for k, v in values.items() if v)), request or "", tuple(sources), unverified)
+    return list(_forbidden(*key))
+
+
+@lru_cache(maxsize=8192)
+def _phrase_table() -> tuple[tuple[tuple[str, ...], tuple[tuple[str, str], ...]], ...]:
+    from retrieval.vocabulary import DEFAULT
+
+    return tuple((k, tuple(v)) for k, v in DEFAULT.phrases().items())
+
+
+@lru_cache(maxsize=8192)
+def _forbidden(values_key: tuple, request: str, sources: tuple[str, ...], unverified: bool) -> tuple[str, ...]:
+    values = {k: set(v) for k, v in values_key}
+    said: set[tuple[str, ...]] = set()
+    for text in (request, *sources):
+        toks = tokens(text)
+        said |= {tuple(toks[i:j]) for i in range(len(toks)) for j in range(i + 1, min(len(toks), i + 6) + 1)}
+    asked = {(t.kind, t.value) for t in extract_terms(request)}
+    banned: set[tuple[str, ...]] = set()
+    allowed: set[tuple[str, ...]] = set()
+    for toks, readings in _phrase_table():
+        kinds = {k for k, _ in readings}
+        if "product_type" in kinds:
+            readings = [r for r in readings if r[0] == "product_type"]  # the type is the claim (see `primary`)
+        elif not kinds <= set(CONSTRAINED_KINDS):
+            allowed.add(toks)  # (also) a word of another kind (department, fit): not ours to police
+            continue
+        if any(r in asked for r in readings) or toks in said:
+            allowed.add(toks)
+            continue
+        _, v = judge([Term(k, val, " ".join(toks)) for k, val in readings], values)
+        (banned if v is False or (v is None and unverified) else allowed).add(toks)
+    starts = {a[:n] for a in allowed for n in range(1, len(a))}
+    return tuple(sorted(" ".join(t) for t in banned if t not in starts))
+
+
+# scores and ranks belong in the evidence, never in shopper-facing text (and no claim of a rank the search did not give)
+_SCORE_OR_RANK = re.compile(
+    r"\bscores?\b|\bsimilarity\b|(?<![\w.])[-+]?0?\.\d+\b|(?<![\w.])-\d+\.\d+\b|\branked\b|\branks?\s+(?:first|second|third|top|high|highest|#?\d)|"
+    r"\b(?:closest|nearest|best|top|highest|first)\s+(?:\w+\s+)?(?:match|matches|result|results|hit|hits|pick)\b|"
+    r"\bnumber\s+one\b|#\s?\d+\b|\bin\s+the\s+search\b",
+    re.IGNORECASE)
+
+
+def score_claims(text: str) -> list[str]:
+    """Phrases of a text that cite a retrieval score or claim a search rank ('score 0.31',
+    'among the closest matches', 'the top result')."""
+    return [m.group(0) for m in _SCORE_OR_RANK.finditer(text)]

@@ -1,6 +1,8 @@
 """The grounded explainer: evidence, honest text, determinism, the injection case, fallback."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from retrieval.vocabulary import item_values
@@ -70,6 +72,24 @@ def test_no_scores_or_rank_claims_in_shopper_text(products, request_):
         assert not re.search(r"\d\.\d|score|similarity|closest|ranks?\b", r.text, re.IGNORECASE), r.text
         assert not any(f.startswith("similarity") for f in r.facts_used)
         assert ev.to_dict()["score"] == -0.16
+
+
+@pytest.mark.parametrize("claim", ["Its picture and text sit close to your request in the search (score 0.31).",
+                                   "It is also among the closest matches in the image and text search (score -0.16).",
+                                   "It is the best match for you.", "This one ranks first."])
+def test_a_models_score_or_rank_claim_is_replaced_with_the_reason(products, claim):
+    """Any explainer's text goes through `settle`: a text that cites a score or claims a rank is not
+    served (the search did not rank it for the shopper's eyes), and the replacement says why."""
+    from synth_data.explain import settle
+
+    p = products[0]
+    ev = gather_evidence("something to wear", p, score=0.31)
+    honest = settle(Rationale(text=f"The catalog lists it as {p.title.lower()}.", facts_used=[], backend="model"),
+                    "something to wear", p, ev, GroundedExplainer())
+    out = settle(Rationale(text=claim, facts_used=[], backend="model"), "something to wear", p, ev, GroundedExplainer())
+    assert out.backend == "grounded" and out.fallback_reason.startswith("score or rank in the text")
+    assert not re.search(r"score|closest|best match|ranks", out.text, re.IGNORECASE)
+    assert honest.backend == "model" or "score or rank" not in (honest.fallback_reason or "")
 
 
 def test_positive_and_hard_negative_say_what_they_should(by_id):
