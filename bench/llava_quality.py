@@ -25,6 +25,7 @@ The template cannot see pictures: its row there is `template-facts`, a descripti
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -37,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 log = logging.getLogger("llava_quality")
 
 
-def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args) -> tuple[list[dict], list[dict], dict]:
+def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args, constrained: bool = True
+                    ) -> tuple[list[dict], list[dict], dict]:
     import torch
 
     from llava_tuning.generate import GenerationSettings, LlavaExplainer, _image_for
@@ -48,7 +50,13 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args)
     torch.set_num_threads(args.threads)
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     t0 = time.perf_counter()
-    explainer = LlavaExplainer(model=model, settings=settings, cache_dir=args.cache_dir)
+    kwargs = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    if "constrained" in inspect.signature(LlavaExplainer.__init__).parameters:
+        kwargs["constrained"] = constrained
+    elif constrained:
+        log.warning("this LlavaExplainer has no constrained decoding: %s is measured without it", name)
+    explainer = LlavaExplainer(model=model, settings=settings, **kwargs)
+    constrained = bool(getattr(explainer, "constrained", False))
     load_s = time.perf_counter() - t0
     items = [(p["request"], catalog[p["item_id"]], gather_evidence(p["request"], catalog[p["item_id"]])) for p in pairs]
     t0 = time.perf_counter()
@@ -58,6 +66,10 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args)
     for p, text, (req, prod, ev) in zip(pairs, raw, items):
         served = settle(Rationale(text=text, facts_used=[], backend="llava"), req, prod, ev, explainer.fallback)
         rows.append({**p, "raw": text, "served": served.text, "fallback_reason": served.fallback_reason})
+    if not describe_items:
+        return rows, [], {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "constrained": constrained,
+                          "s_per_rationale": round(rat_s / max(1, len(pairs)), 3)}
+    # describe-from-picture is never constrained: the constraint knows the item's facts, the photo must carry them
     convs = [[{"from": "human", "value": describe_prompt(DESCRIBE_Q[0])}] for _ in describe_items]
     images = [_image_for(p, None) for p in describe_items]
     t0 = time.perf_counter()
@@ -65,7 +77,7 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args)
                                                                            batch_size=args.batch_size))
     desc_s = time.perf_counter() - t0
     desc = [{"item_id": p.id, "text": t} for p, t in zip(describe_items, texts)]
-    timing = {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "describe_s": round(desc_s, 1),
+    timing = {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "describe_s": round(desc_s, 1), "constrained": constrained,
               "s_per_rationale": round(rat_s / max(1, len(pairs)), 3)}
     log.info("%s: %s", name, timing)
     return rows, desc, timing
@@ -77,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--items", type=int, default=200, help="held-out (request, item) pairs; also the describe-from-picture items")
     ap.add_argument("--tuned", default="data/demo/llava", help="the tuned adapter (or merged dir)")
     ap.add_argument("--untuned", default="tiny-offline", help="the untuned base preset")
-    ap.add_argument("--systems", default="template,untuned,tuned")
+    ap.add_argument("--systems", default="template,untuned,tuned,tuned-free",
+                    help="template, untuned, tuned (constrained decoding, as served), *-free (unconstrained, rationales only)")
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--describe-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -86,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON here, and the texts beside it (.texts.jsonl)")
+    ap.add_argument("--rescore", nargs="+", metavar="TEXTS.jsonl",
+                    help="score the texts of earlier runs (their .texts.jsonl) instead of generating: one table for several runs")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -96,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from synth_data.generators import template_answer
     from synth_data.tasks import Task
 
+    if args.rescore:
+        return rescore(args)
     cfg = load_config(args.config)
     if cfg.heldout_fraction <= 0:
         raise ValueError(f"{args.config}: synth.heldout_fraction is 0, so no product group is held out")
@@ -125,15 +142,18 @@ def main(argv: list[str] | None = None) -> int:
             desc = [{"item_id": prod.id, "text": template_answer(Task("description", [prod], question="Describe this item."),
                                                                 random.Random(0))} for prod in describe_items]
             desc_name = "template-facts"
-        elif system in ("untuned", "tuned"):
-            model = args.untuned if system == "untuned" else args.tuned
-            rows, desc, timing = _generate_llava(system, model, pairs, describe_items, catalog, args)
+        elif system in ("untuned", "tuned", "untuned-free", "tuned-free"):
+            model = args.untuned if system.startswith("untuned") else args.tuned
+            free = system.endswith("-free")  # without constrained decoding; rationales only (describe is never constrained)
+            rows, desc, timing = _generate_llava(system, model, pairs, [] if free else describe_items, catalog, args,
+                                                 constrained=not free)
             result["timing"][system] = timing
             desc_name = system
         else:
-            raise ValueError(f"unknown system {system!r}; known: template, untuned, tuned")
+            raise ValueError(f"unknown system {system!r}; known: template, untuned, tuned, untuned-free, tuned-free")
         result["rationales"][system] = rationale_quality(rows, catalog, simple, args.bootstrap, args.seed)
-        result["describe_from_picture"][desc_name] = describe_quality(desc, catalog, simple, args.bootstrap, args.seed)
+        if desc:
+            result["describe_from_picture"][desc_name] = describe_quality(desc, catalog, simple, args.bootstrap, args.seed)
         dump += [{"system": system, "kind": "rationale", **r} for r in rows]
         dump += [{"system": desc_name, "kind": "describe", **d, "reference": catalog[d["item_id"]].description} for d in desc]
     result["load_after"] = os.getloadavg()
@@ -146,6 +166,34 @@ def main(argv: list[str] | None = None) -> int:
         with out.with_suffix(".texts.jsonl").open("w") as fh:
             for row in dump:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return 0
+
+
+def rescore(args) -> int:
+    """The metrics of texts written by earlier runs (same pairs: they are seeded), in one JSON."""
+    from collections import defaultdict
+
+    from eval.explain_eval import WordListChecker, describe_quality, rationale_quality
+    from retrieval.catalog import Catalog
+    from synth_data.config import load_config
+
+    catalog = Catalog.load(load_config(args.config).catalog)
+    simple = WordListChecker(catalog.products)
+    rationales: dict[str, list[dict]] = defaultdict(list)
+    describes: dict[str, list[dict]] = defaultdict(list)
+    for path in args.rescore:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                (rationales if row["kind"] == "rationale" else describes)[row["system"]].append(row)
+    result = {"rescored": args.rescore,
+              "rationales": {k: rationale_quality(v, catalog, simple, args.bootstrap, args.seed) for k, v in rationales.items()},
+              "describe_from_picture": {k: describe_quality(v, catalog, simple, args.bootstrap, args.seed) for k, v in describes.items()}}
+    text = json.dumps(result, indent=2, default=float)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
     return 0
 
 

@@ -309,8 +309,8 @@ class WordListChecker:
 
 
 def description_facts(product) -> list[frozenset[str]]:
-    """The description's facts as content-word sets, one per comma/'and'/'with' chunk ('a turtle neck')."""
-    chunks = _re.split(r"[.;:]|,|\band\b|\bwith\b|\bin\b", product.description.lower())
+    """The description's facts as content-word sets, one per comma/'and'/'with' chunk ('a turtle neck', 'jumper in a soft knit')."""
+    chunks = _re.split(r"[.;:]|,|\band\b|\bwith\b", product.description.lower())
     out = []
     for c in chunks:
         words = frozenset(w for w in _re.findall(r"[a-z][a-z-]+", c) if w not in _STOP and len(w) > 2)
@@ -362,7 +362,7 @@ def heldout_pairs(catalog: Catalog, val_fraction: float, heldout_fraction: float
         anchor = planner.pool[int(i)]
         request = sample_request(planner.views[anchor.id], planner.rng)
         if want_misfit:
-            _, negative = planner._positive_and_negative(request, anchor)
+            _, negative = planner.positive_and_negative(request, anchor)
             if negative is None or negative.id in used:
                 continue
             item = negative

@@ -308,7 +308,7 @@ class Planner:
     def _fits(self, request: str, item_id: str) -> Evidence:
         return gather_evidence(request, self.catalog[item_id], values=self.views[item_id].values)
 
-    def _positive_and_negative(self, request: str, anchor: Product) -> tuple[Product, Product | None]:
+    def positive_and_negative(self, request: str, anchor: Product) -> tuple[Product, Product | None]:
         """The best-fitting candidate and a near miss (a candidate the facts do not fully back),
         both in the anchor's split."""
         split = self.split[anchor.id]
@@ -353,7 +353,7 @@ class Planner:
         split = self.split[anchor.id]
         if kind in ("rationale", "comparison"):
             request = sample_request(view, self.rng)
-            positive, negative = self._positive_and_negative(request, anchor)
+            positive, negative = self.positive_and_negative(request, anchor)
             if kind == "comparison":
                 if negative is None:
                     kind = "rationale"
