@@ -173,7 +173,7 @@ def rescore(args) -> int:
     """The metrics of texts written by earlier runs (same pairs: they are seeded), in one JSON."""
     from collections import defaultdict
 
-    from eval.explain_eval import WordListChecker, describe_quality, rationale_quality
+    from eval.explain_eval import WordListChecker, describe_quality, quality_markdown, rationale_quality
     from retrieval.catalog import Catalog
     from synth_data.config import load_config
 
@@ -194,6 +194,7 @@ def rescore(args) -> int:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text)
+        Path(args.out).with_suffix(".md").write_text(quality_markdown(result))
     return 0
 
 

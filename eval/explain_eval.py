@@ -217,7 +217,8 @@ _CLAUSE = _re.compile(r"[.;:!?]|,|\bbut\b", _re.IGNORECASE)
 _SENTENCE = _re.compile(r"(?<=[.!?])\s+")
 _NEGATION = _re.compile(r"\b(not|no|never|without|n't|nor|instead of|rather than|asked for)\b|n't\b", _re.IGNORECASE)
 MISFIT_SIGNAL = _re.compile(r"\b(not|but|however|falls? short|partly|partial|instead|other results|other options|keep looking|"
-                            r"does not|doesn't|isn't|aren't|misses|catch|only if)\b|n't\b", _re.IGNORECASE)
+                            r"does not|doesn't|isn't|aren't|misses|catch|only if|where you asked)\b|n't\b|you asked for \"",
+                            _re.IGNORECASE)
 _STOP = set("a an the in of with and or at to on for from by its it is are this that as some soft".split())
 
 
@@ -468,3 +469,30 @@ def describe_quality(rows: list[dict], catalog: Catalog, simple: WordListChecker
         out[f"{kind}_precision_wordlist"] = {**_ci(per_s, bootstrap, seed), "pooled": pooled_s,
                                              "claims": int(sum(a + b for a, b in simp))}
     return out
+
+
+def _cell(v: dict | None, digits: int = 3) -> str:
+    if not v or v.get("mean") is None or v["mean"] != v["mean"]:
+        return "-"
+    lo, hi = v.get("low"), v.get("high")
+    return f"{v['mean']:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else "")
+
+
+def quality_markdown(result: dict) -> str:
+    """The tables of bench/llava_quality.py's JSON: rationales (raw model text and served text) and describe-from-picture."""
+    lines = ["| system | text | claim precision (grounding) | claim precision (word lists) | hallucination | fallback | "
+             "honest on misfits | description facts / fitting rationale |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in result.get("rationales", {}).items():
+        for which in ("raw", "served"):
+            x = r[which]
+            lines.append(f"| {name} | {which} | {_cell(x['claim_precision_project'])} | {_cell(x['claim_precision_wordlist'])} | "
+                         f"{_cell(x['hallucination_rate'])} | {_cell(r['fallback_rate']) if which == 'served' else ''} | "
+                         f"{_cell(x['honest_on_misfits'])} | {_cell(x['description_facts_per_fitting_rationale'], 2)} |")
+    lines += ["", "| describe from the picture | BLEU-4 | ROUGE-L | colour precision (grounding / word lists) | "
+              "type precision | pattern precision |", "|---|---|---|---|---|---|"]
+    for name, d in result.get("describe_from_picture", {}).items():
+        def pair(kind: str) -> str:
+            a, b = d[f"{kind}_precision_project"], d[f"{kind}_precision_wordlist"]
+            return f"{_cell(a, 2)} (n={a.get('claims', 0)}) / {_cell(b, 2)} (n={b.get('claims', 0)})"
+        lines.append(f"| {name} | {_cell(d['bleu4'])} | {_cell(d['rougeL'])} | {pair('colour')} | {pair('product_type')} | {pair('pattern')} |")
+    return "\n".join(lines) + "\n"
