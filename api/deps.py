@@ -51,6 +51,25 @@ class LRUCache:
                 self._data.popitem(last=False)
         return value
 
+    def get(self, key: Hashable) -> Any:
+        """The cached value, or None (counted as a hit or a miss)."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]
+            self.misses += 1
+            return None
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
     def __len__(self) -> int:
         return len(self._data)
 
@@ -93,7 +112,14 @@ def build_explainer(name: str, settings: Settings):
 
     if name not in EXPLAINERS and name in PLUGINS:
         importlib.import_module(PLUGINS[name])  # heavy (torch, transformers): only when asked for
-    options = settings.explainer_options if name == settings.explainer else {}
+    options = dict(settings.explainer_options) if name == settings.explainer else {}
+    if name == "llava":  # serving: the offline item texts beside the index, the live budget and the generation gate
+        from llava_tuning.describe import item_text_path  # the one place that names the cache file
+
+        options.setdefault("item_text", str(item_text_path(settings.config)) if settings.config else None)
+        options.setdefault("live_items", settings.llava_live_items)
+        options.setdefault("concurrency", settings.llava_concurrency)
+        options.setdefault("threads", settings.threads)
     return get_explainer(name, **options)
 
 

@@ -175,6 +175,21 @@ class ResultsOut(BaseModel):
     predicted_category: list[CategoryGuessOut] | None = Field(None, description="/search/image: the photo's likeliest product types (linear category head)")
 
 
+class RationaleEventOut(BaseModel):
+    """One `rationale` event of /search/stream: the rationale of the result at `rank`."""
+
+    rank: int
+    id: str
+    rationale: RationaleOut
+
+
+class StreamDoneOut(BaseModel):
+    """The `done` event of /search/stream."""
+
+    rationales: int
+    took_ms: float = Field(description="from the request to the last rationale")
+
+
 class ExplainOut(BaseModel):
     item: ItemOut
     rationale: RationaleOut

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
@@ -139,6 +139,57 @@ def rationale(engine: Engine, settings: Settings, request_text: str, product, sc
     return engine.cache.get_or_make(key, make)
 
 
+def rationales_iter(engine: Engine, settings: Settings, request_text: str, items: Sequence[tuple[Any, float | None]],
+                    history: Sequence[str] = (), backend: str | None = None) -> Iterator[tuple[int, Any, Any]]:
+    """(position, Rationale, Evidence) for many (product, score) pairs, each as soon as it is ready:
+    cached ones first, then the explainer's, all of a response's uncached items in one
+    `explain_iter` call (the llava explainer: composed from cached item text at once, the rest in
+    one batched generate call). Explainers without `explain_iter` go item by item. Cached like
+    `rationale`."""
+    from synth_data.explain import checked_explain, gather_evidence, settle
+
+    name = backend or engine.explainer_name
+    grounded = engine.explainer_for("grounded", settings)
+    todo: list[tuple[int, Any, Any, tuple]] = []
+    for i, (product, score) in enumerate(items):
+        hist_ids = history_evidence(engine, product.id, history, settings.explain_history)
+        key = (request_text, tuple(hist_ids), product.id, name)
+        hit = engine.cache.get(key)
+        if hit is not None:
+            yield (i, *hit)
+            continue
+        hist = [engine.catalog.by_id[h] for h in hist_ids if h in engine.catalog.by_id]
+        todo.append((i, product, gather_evidence(request_text, product, score=score, history=hist or None), key))
+    if not todo:
+        return
+    explainer = grounded
+    if name != "grounded":
+        try:
+            explainer = engine.explainer_for(name, settings)
+        except Exception as err:  # e.g. llava registered but no adapter configured: say so, answer grounded
+            log.warning("explainer %s unavailable: %s", name, err)
+            unavailable = RuntimeError(f"backend {name} unavailable: {type(err).__name__}: {err}")
+            for i, product, ev, key in todo:
+                r = settle(unavailable, request_text, product, ev, fallback=grounded)
+                engine.cache.put(key, (r, ev))
+                yield i, r, ev
+            return
+    if hasattr(explainer, "explain_iter"):
+        batch = [(request_text, product, ev) for _, product, ev, _ in todo]
+        for j, r in explainer.explain_iter(batch):
+            i, product, ev, key = todo[j]
+            engine.cache.put(key, (r, ev))
+            yield i, r, ev
+        return
+    for i, product, ev, key in todo:
+        if explainer is grounded:
+            r = grounded.explain(request_text, product, ev)
+        else:
+            r = checked_explain(explainer, request_text, product, ev, fallback=grounded)
+        engine.cache.put(key, (r, ev))
+        yield i, r, ev
+
+
 def like_request(product) -> str:
     """What "items like this one" asks for, in the vocabulary's words: its colour, pattern and type
     ("black striped t-shirt"), so rationales of similar items say what they share with it."""
@@ -183,15 +234,18 @@ def evidence_dict(evidence) -> dict[str, Any]:
 
 def hits_out(engine: Engine, settings: Settings, hits, request_text: str, explain: bool,
              history: Sequence[str] = ()) -> list[HitOut]:
+    """The ranked items; with `explain`, each with its rationale (one batched explainer call for all)."""
+    products = [engine.catalog.by_id[hit.id] for hit in hits]
+    why: dict[int, RationaleOut] = {}
+    if explain:
+        pairs = [(p, float(hit.dense)) for p, hit in zip(products, hits)]
+        why = {i: rationale_out(r) for i, r, _ in rationales_iter(engine, settings, request_text, pairs, history)}
     out = []
-    for rank, hit in enumerate(hits, 1):
-        product = engine.catalog.by_id[hit.id]
+    for rank, (hit, product) in enumerate(zip(hits, products), 1):
         item = item_out(engine, product)
-        r = None
-        if explain:
-            r = rationale_out(rationale(engine, settings, request_text, product, float(hit.dense), history)[0])
         out.append(HitOut(**item.model_dump(), rank=rank, score=float(hit.score), dense=float(hit.dense),
-                          matched=[_term_text(t) for t in (hit.matched or [])], because=getattr(hit, "because", None), rationale=r))
+                          matched=[_term_text(t) for t in (hit.matched or [])], because=getattr(hit, "because", None),
+                          rationale=why.get(rank - 1)))
     return out
 
 

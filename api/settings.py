@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     chat_k: int = Field(5, ge=1, le=50, description="products a chat answer names")
     chat_model: str = "whyrec"
     threads: int = Field(1, ge=1, description="torch/faiss threads per request (one beats two on 2 cores)")
+    llava_concurrency: int = Field(1, ge=1, description="llava generate calls running at once in the process (each is one "
+                                                         "batched call for a whole response; more queue); the rest of a "
+                                                         "request never waits for it")
+    llava_live_items: int = Field(0, ge=0, le=K_MAX, description="items per response the llava explainer may generate live "
+                                                                 "when the offline item-text cache lacks them (the others "
+                                                                 "get the grounded rationale, with the reason)")
     warmup: bool = Field(True, description="load the text and image towers before serving (and before a reload swaps)")
     users_listed: int = Field(50, ge=0, description="shoppers offered by GET /users (the web page's selector)")
     static_dir: Path = Field(Path(__file__).parent / "static", description="the web page's files")

@@ -54,6 +54,47 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, help="target folder, e.g. data/demo/llava")
     e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     e.set_defaults(func=_export)
+    register_describe(subparsers)
+
+
+def _actions_of(subparsers, command: str):
+    """The sub-action group of a command a lower package registered (`whyrec index ...`), or None."""
+    parser = subparsers.choices.get(command)
+    if parser is None:
+        return None
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
+def register_describe(subparsers) -> None:
+    """`whyrec index describe`: the offline item-text cache (llava_tuning.describe), beside `index build`."""
+    actions = _actions_of(subparsers, "index")
+    if actions is None:
+        return
+    d = actions.add_parser("describe", help="write what the model says about each item to <index dir>/item_text.jsonl",
+                           description="Batched, resumable, checked by the grounding checker; "
+                                       "several GPUs: `accelerate launch -m api.cli index describe ...`.")
+    d.add_argument("--config", required=True, help="whyrec YAML config (catalog.dir, index.dir, serve.explainer_options.model)")
+    d.add_argument("--model", help="adapter / merged dir / preset (default: serve.explainer_options.model)")
+    d.add_argument("--batch-size", type=int, default=8)
+    d.add_argument("--limit", type=int, help="only the first N catalog items (a trial run)")
+    d.add_argument("--ids", help="only these item ids, comma-separated")
+    d.add_argument("--max-new-tokens", type=int, default=64)
+    d.add_argument("--threads", type=int, help="torch CPU threads")
+    d.add_argument("--cache-dir", help="model cache for the base")
+    d.add_argument("--out", help="write here instead of <index dir>/item_text.jsonl (serve it with explainer_options.item_text)")
+    d.set_defaults(func=_describe)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from llava_tuning.describe import describe_catalog
+    from llava_tuning.generate import GenerationSettings
+
+    overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    res = describe_catalog(args.config, args.model, args.batch_size, args.limit, _list(args.ids), args.threads, args.out,
+                           settings=GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size), **overrides)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(res, indent=2))
+    return 0
 
 
 def _tune(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ is empty is replaced by the grounded template explainer's, with `fallback_reason
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -309,15 +310,27 @@ def _image_for(product: Product, image_root: str | Path | None) -> Image.Image:
 
 class LlavaExplainer:
     """`explain(request, product, evidence) -> Rationale` written by the tuned LLaVA, checked against
-    the catalog, with the grounded template explainer as the fallback."""
+    the catalog, with the grounded template explainer as the fallback.
+
+    Serving (`explain_batch`, `explain_iter`): an item whose text the model wrote offline
+    (`item_text`: `whyrec index describe` -> item_text.jsonl) is answered at once by composing the
+    request-aware fit/misfit sentences (the grounded template's) with that text; the others are
+    generated live, in batched calls (`settings.batch_size` each), at most `live_items` per call
+    (None: all; the server sets it) and `concurrency` generate calls at once in the process. An item neither cached nor in the live budget gets the grounded rationale,
+    with the reason. Every text goes through `settle`."""
 
     backend = "llava"
 
     def __init__(self, model: str | Path | None = None, bundle=None, settings: GenerationSettings | None = None,
                  fallback=None, image_root: str | Path | None = None, threads: int | None = None, constrained: bool = True,
-                 **overrides: Any):
+                 item_text: str | Path | None = None, live_items: int | None = None, concurrency: int = 1, **overrides: Any):
         if threads:
             torch.set_num_threads(threads)
+        if (live_items is not None and live_items < 0) or concurrency < 1:
+            raise ValueError("live_items must be >= 0 (None: no limit) and concurrency >= 1")
+        self.live_items = live_items
+        self.gate = threading.BoundedSemaphore(concurrency)  # generate calls at once in this process
+        self.item_texts = ItemTexts.load(item_text) if item_text else ItemTexts({})
         if bundle is None:
             from llava_tuning.adapters import load_model
 
@@ -326,6 +339,8 @@ class LlavaExplainer:
                 raise FileNotFoundError(f"no tuned LLaVA at {model}: run `whyrec tune` first, or pass model=<adapter|merged dir|preset>")
             bundle = load_model(model, **overrides)
         self.bundle = bundle
+        if isinstance(settings, dict):  # from a YAML config's serve.explainer_options
+            settings = GenerationSettings(**settings)
         self.generator = Generator(bundle, settings)
         self.fallback = fallback or GroundedExplainer()
         self.image_root = image_root
@@ -339,18 +354,63 @@ class LlavaExplainer:
         sources = [h.title for h in evidence.history] if evidence is not None else []
         return forbidden_phrases(item_values(product), request, sources)
 
-    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[str]:
-        """The model's unchecked texts for (request, product, evidence) triples (for evaluation)."""
+    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]], one_call: bool = False) -> list[str]:
+        """The model's unchecked texts for (request, product, evidence) triples (for evaluation).
+        `one_call`: all of them in one generate call, whatever the settings' batch size (a response)."""
         convs = [[{"from": "human", "value": explain_prompt(r, p, e)}] for r, p, e in items]
         images = [_image_for(p, self.image_root) for _, p, _ in items]
-        return self.generator.generate(convs, images, banned=[self.banned(r, p, e) for r, p, e in items])
+        settings = self.generator.settings
+        if one_call and len(items) > settings.batch_size:
+            settings = dataclasses.replace(settings, batch_size=len(items))
+        return self.generator.generate(convs, images, settings, banned=[self.banned(r, p, e) for r, p, e in items])
 
     def explain_batch(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[Rationale]:
+        out: list[Rationale | None] = [None] * len(items)
+        for i, r in self.explain_iter(items):
+            out[i] = r
+        return out  # type: ignore[return-value]
+
+    def explain_iter(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> Iterator[tuple[int, Rationale]]:
+        """(position, Rationale) as each is ready: composed ones (cached item text) at once, then
+        the live ones after one batched generate call."""
         items = [(r, p, e if e is not None else gather_evidence(r, p)) for r, p, e in items]
+        live: list[int] = []
+        for i, (r, p, e) in enumerate(items):
+            cached = self.item_texts.get(p.id)
+            if cached is not None:
+                yield i, self.compose(r, p, e, cached)
+            elif self.live_items is None or len(live) < self.live_items:
+                live.append(i)
+            else:
+                cached_why = self.item_texts.failed.get(p.id)
+                why = (f"no cached item text for {p.id}" + (f" (its offline text failed the check: {cached_why})" if cached_why else "")
+                       + f" and the live budget ({self.live_items} per response) is spent")
+                yield i, settle(RuntimeError(why), r, p, e, self.fallback)
+        if not live:
+            return
+        batch = [items[i] for i in live]
         start = time.perf_counter()
-        texts = self.raw(items)
-        self.last_latency_s = (time.perf_counter() - start) / max(1, len(items))
-        return [self._checked(text, r, p, e) for text, (r, p, e) in zip(texts, items)]
+        try:
+            with self.gate:
+                texts: list[str | BaseException] = list(self.raw(batch, one_call=True))
+        except Exception as err:  # the model failed: every live item falls back, saying why
+            log.warning("llava generation failed: %s", err)
+            texts = [err] * len(batch)
+        self.last_latency_s = (time.perf_counter() - start) / max(1, len(batch))
+        for i, text in zip(live, texts):
+            r, p, e = items[i]
+            if isinstance(text, BaseException):
+                yield i, settle(text, r, p, e, self.fallback)
+            else:
+                yield i, self._checked(text, r, p, e)
+
+    def compose(self, request: str, product: Product, evidence: Evidence, item_text: "ItemText") -> Rationale:
+        """The request-aware sentences (what fits, what does not: the grounded template's) followed
+        by what the model wrote about the item offline, settled like any text."""
+        head = self.fallback.compose(request, product, evidence)
+        text = f"{head.text} {item_text.text}".strip()
+        used = head.facts_used + [f"item text: written offline by {item_text.model}"]
+        return settle(Rationale(text=text, facts_used=used, backend=self.backend), request, product, evidence, self.fallback)
 
     def explain(self, request: str, product: Product, evidence: Evidence | None = None) -> Rationale:
         return self.explain_batch([(request, product, evidence)])[0]
@@ -387,6 +447,50 @@ class LlavaExplainer:
     def _checked(self, text: str, request: str, product: Product, evidence: Evidence) -> Rationale:
         """The model's text through synth_data's one check-and-fallback path (`settle`)."""
         return settle(Rationale(text=text, facts_used=[], backend=self.backend), request, product, evidence, self.fallback)
+
+
+@dataclass
+class ItemText:
+    """What the model says about an item without a request (checked when it was written)."""
+
+    text: str
+    model: str
+
+
+class ItemTexts:
+    """The offline item-text cache (`<index dir>/item_text.jsonl`: {"id", "text", "model", "checked"})."""
+
+    def __init__(self, texts: dict[str, ItemText], failed: dict[str, str] | None = None):
+        self.texts = texts
+        self.failed = failed or {}  # id -> why its offline text was refused (not served)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def get(self, item_id: str) -> ItemText | None:
+        return self.texts.get(item_id)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ItemTexts":
+        """Read the cache; a missing file is an empty cache (logged), a line not checked is skipped."""
+        import json
+
+        path = Path(path)
+        if not path.exists():
+            log.warning("no item-text cache at %s: every rationale is generated live or falls back", path)
+            return cls({})
+        texts: dict[str, ItemText] = {}
+        failed: dict[str, str] = {}
+        with path.open() as f:
+            for line in f:
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec.get("checked") and rec.get("text"):
+                        texts[str(rec["id"])] = ItemText(rec["text"], rec.get("model", "?"))
+                    else:
+                        failed[str(rec["id"])] = rec.get("reason") or "empty or unchecked"
+        log.info("item-text cache %s: %d items (%d refused by the check)", path, len(texts), len(failed))
+        return cls(texts, failed)
 
 
 def _factory(**kwargs: Any) -> LlavaExplainer:

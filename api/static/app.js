@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
-const state = { request: null }; // what the current results answer: {query} | {user_id, query} | {image}
+const state = { request: null };
+window.whyrec = state; // the page state, for tests; request: what the current results answer: {query} | {user_id, query} | {image}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -46,7 +47,7 @@ function photo(item, cls = "") {
   return el("img", { src: item.image_url, alt: item.title, loading: "lazy", class: cls });
 }
 
-function renderResults(data, label) {
+function renderResults(data, label, pending = false) {
   const grid = $("#results");
   grid.replaceChildren();
   for (const hit of data.results) {
@@ -58,10 +59,62 @@ function renderResults(data, label) {
         el("div", { class: "title" }, hit.title),
         el("div", { class: "meta" }, facts.join(" · ")),
         hit.matched && hit.matched.length ? el("div", { class: "chips" }, hit.matched.map((m) => el("span", { class: "chip hit" }, m))) : null,
-        hit.rationale ? el("p", { class: "why" }, hit.rationale.text) : null));
+        hit.rationale ? el("p", { class: "why" }, hit.rationale.text)
+          : pending ? el("p", { class: "why pending" }, "writing why it fits…") : null));
     grid.append(card);
   }
+  state.hits = Object.fromEntries(data.results.map((h) => [h.id, h]));
+  state.timing = { results: performance.now(), whys: [] }; // when the page showed what (read by tests and the curious)
   setStatus(data.results.length ? `${data.results.length} results ${label} in ${Math.round(data.took_ms)} ms` : `nothing found ${label}`);
+}
+
+// one "why" line arriving from /search/stream: fill in its card
+function fillWhy(ev) {
+  const hit = state.hits && state.hits[ev.id];
+  if (hit) hit.rationale = ev.rationale;
+  const why = document.querySelector(`#results .card[data-id="${CSS.escape(ev.id)}"] .why`);
+  if (why) { why.textContent = ev.rationale.text; why.classList.remove("pending"); }
+  if (state.timing) state.timing.whys.push(performance.now());
+}
+
+function parseEvent(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event:")) event = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
+  }
+  return { event, data: data.length ? JSON.parse(data.join("\n")) : null };
+}
+
+// POST /search/stream: the ranked items are shown as soon as they come, the "why" lines as they are written
+async function streamSearch(body, label) {
+  const resp = await fetch("/search/stream", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (!resp.ok) {
+    let detail = null;
+    try { detail = (await resp.json()).detail; } catch (_) { /* not JSON */ }
+    if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
+    throw new Error(detail || `${resp.status} ${resp.statusText}`);
+  }
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let shown = null;
+  let written = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const ev = parseEvent(buffer.slice(0, cut));
+      buffer = buffer.slice(cut + 2);
+      if (ev.event === "results") { shown = ev.data; renderResults(shown, label, body.explain); }
+      else if (ev.event === "rationale") { fillWhy(ev.data); written += 1; }
+      else if (ev.event === "done" && shown && shown.results.length)
+        setStatus(`${shown.results.length} results ${label} in ${Math.round(shown.took_ms)} ms · ${written} explanations in ${Math.round(ev.data.took_ms)} ms`);
+    }
+  }
 }
 
 async function runSearch(event) {
@@ -78,8 +131,7 @@ async function runSearch(event) {
       renderResults(data, query ? `for shopper ${user.slice(0, 8)}… and "${query}"` : `for shopper ${user.slice(0, 8)}…`);
     } else {
       state.request = { query };
-      data = await postJSON("/search", { query, explain: true });
-      renderResults(data, `for "${query}"`);
+      await streamSearch({ query, explain: true }, `for "${query}"`);
     }
   } catch (err) {
     setStatus(`search failed: ${err.message}`, true);

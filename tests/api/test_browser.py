@@ -56,6 +56,7 @@ def test_search_explain_and_image_search_in_chromium(browser, live, catalog, sho
     box.send_keys("black dress", Keys.ENTER)
     wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .card")) >= 4)
     wait(browser, lambda d: images_loaded(d, "#results .card img"))
+    wait(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, "#results .why.pending"))  # the why lines stream in
     cards = browser.find_elements(By.CSS_SELECTOR, "#results .card")
     whys = [c.find_element(By.CSS_SELECTOR, ".why").text for c in cards]
     assert all(len(w) > 20 for w in whys), whys
