@@ -12,8 +12,8 @@ pairs are misfits. Per system, on the model's own text ("raw") and on what a sho
 - claim_precision_wordlist: the same by `WordListChecker`, plain word lists of the catalog's colour,
   type and pattern values, written without synth_data.grounding;
 - hallucination_rate: texts with a contradicted or unverified attribute claim;
-- honest_on_misfits: misfit texts that say it does not fit (a negation / "but" / "falls short") and
-  state nothing false;
+- honest_on_misfits: misfit texts that say it does not fit (a negation / "but" / "falls short"), do
+  not also say it fits, name what misses and state nothing false (`honest_about_misfit`);
 - description_facts_per_fitting_rationale: description facts the text states that the request did
   not name (`informativeness`);
 - fallback_rate: served texts replaced by the template (each with its reason).

@@ -217,8 +217,13 @@ _CLAUSE = _re.compile(r"[.;:!?]|,|\bbut\b", _re.IGNORECASE)
 _SENTENCE = _re.compile(r"(?<=[.!?])\s+")
 _NEGATION = _re.compile(r"\b(not|no|never|without|n't|nor|instead of|rather than|asked for)\b|n't\b", _re.IGNORECASE)
 MISFIT_SIGNAL = _re.compile(r"\b(not|but|however|falls? short|partly|partial|instead|other results|other options|keep looking|"
+                            r"something else|keep that in mind|"
                             r"does not|doesn't|isn't|aren't|misses|catch|only if|where you asked)\b|n't\b|you asked for \"",
                             _re.IGNORECASE)
+# a text that says the item fits ("just as you asked") cannot be honest about a misfit
+FIT_CLAIM = _re.compile(r"just as you asked|exactly what you|what you asked for|what you are looking for|what you described|"
+                        r"matches your request|fits what you asked|ticks the boxes|good match|this one works|good news|"
+                        r"so (it|they) match", _re.IGNORECASE)
 _STOP = set("a an the in of with and or at to on for from by its it is are this that as some soft".split())
 
 
@@ -329,6 +334,24 @@ def informativeness(text: str, product, request: str) -> int:
     return sum(1 for f in description_facts(product) if f <= said and not f <= (named | attrs))
 
 
+def honest_about_misfit(text: str, product, request: str, contradicted: bool) -> bool:
+    """A misfit's text is honest when it says so (a negation, "but", "falls short"), does not also say
+    the item fits, states nothing false, and names what misses: the shopper's word for an unmet term,
+    its value, or the item's own value of that kind ('you asked for grey, but it is black')."""
+    from retrieval.vocabulary import item_values
+    from synth_data.explain import gather_evidence
+
+    if contradicted or not MISFIT_SIGNAL.search(text) or FIT_CLAIM.search(text):
+        return False
+    low = text.lower()
+    values = item_values(product)
+    for rt in gather_evidence(request, product, values=values).unmet:
+        names = {rt.quote.lower(), rt.term.value.lower(), *values.get(rt.term.kind, ())}
+        if any(len(n) > 2 and _re.search(r"(?<!\w)" + _re.escape(n) + r"(?!\w)", low) for n in names):
+            return True
+    return False
+
+
 def heldout_items(catalog: Catalog, val_fraction: float, heldout_fraction: float, require_image: bool = True) -> list:
     """Items of the product groups `split_of` puts in 'heldout' (never planned into instruction data)."""
     from synth_data.tasks import split_of
@@ -414,7 +437,7 @@ def rationale_quality(rows: list[dict], catalog: Catalog, simple: WordListChecke
             if r["fits"]:
                 info_fit.append(n_info)
             else:
-                honest.append(float(bool(MISFIT_SIGNAL.search(text)) and not res.contradicted))
+                honest.append(float(honest_about_misfit(text, p, r["request"], bool(res.contradicted))))
         per, pooled = _precision_values(proj)
         per_s, pooled_s = _precision_values(simp)
         out[which] = {

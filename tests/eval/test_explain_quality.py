@@ -68,7 +68,7 @@ def test_rationale_quality_scores_honesty_and_falsehoods(catalog, checker):
     item = catalog[misfit["item_id"]]
     wrong_colour = "purple" if item.colour.lower() != "purple" else "orange"
     rows = [{**fit, "raw": "Nice.", "served": "Nice.", "fallback_reason": None},
-            {**misfit, "raw": f"It is {wrong_colour}, exactly what you want.", "served": "It does not fit: the colour differs.",
+            {**misfit, "raw": f"It is {wrong_colour}, exactly what you want.", "served": f'It does not fit: you asked for "{misfit["request"]}", but it is not that.',
              "fallback_reason": "grounding: colour"}]
     out = rationale_quality(rows, catalog, WordListChecker(catalog.products), bootstrap=50)
     assert out["raw"]["honest_on_misfits"]["mean"] == 0.0 and out["served"]["honest_on_misfits"]["mean"] == 1.0
