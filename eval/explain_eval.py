@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re as _re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -205,4 +206,316 @@ def explain_markdown(result: dict) -> str:
             else:
                 cells.append(f"{v:.3f}")
         lines.append(f"| {backend} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Issue 11: rationale and describe-from-picture quality on held-out product groups (bench/llava_quality.py)
+# ---------------------------------------------------------------------------------------------------------
+_QUOTED = _re.compile(r'"[^"]*"|“[^”]*”')
+_CLAUSE = _re.compile(r"[.;:!?]|,|\bbut\b", _re.IGNORECASE)
+_SENTENCE = _re.compile(r"(?<=[.!?])\s+")
+_NEGATION = _re.compile(r"\b(not|no|never|without|n't|nor|instead of|rather than|asked for)\b|n't\b", _re.IGNORECASE)
+MISFIT_SIGNAL = _re.compile(r"\b(not|but|however|falls? short|partly|partial|instead|other results|other options|keep looking|"
+                            r"something else|keep that in mind|"
+                            r"does not|doesn't|isn't|aren't|misses|catch|only if|where you asked)\b|n't\b|you asked for \"",
+                            _re.IGNORECASE)
+# a text that says the item fits ("just as you asked") cannot be honest about a misfit
+FIT_CLAIM = _re.compile(r"just as you asked|exactly what you|what you asked for|what you are looking for|what you described|"
+                        r"matches your request|fits what you asked|ticks the boxes|good match|this one works|good news|"
+                        r"so (it|they) match", _re.IGNORECASE)
+_STOP = set("a an the in of with and or at to on for from by its it is are this that as some soft".split())
+
+
+def _forms(value: str) -> set[str]:
+    """A catalog value and its naive inflections: 'stripe' -> stripes, striped; 'dot' -> dotted."""
+    v = value.lower().strip()
+    out = {v, v + "s", v + "es", v + "d", v + "ed"}
+    if v and v[-1] not in "aeiouy":
+        out.add(v + v[-1] + "ed")
+    return out
+
+
+class WordListChecker:
+    """A second, deliberately simple claim checker, independent of synth_data.grounding: plain word
+    lists of the catalog's own colour, product type and pattern values, matched longest first in each
+    affirmative clause (quoted words and clauses with a negation are not judged). A claim is true
+    when its words and one of the item's values for that kind contain one another ("blue" for "Dark Blue";
+    the colour master counts, so "light blue" for a dark blue item passes: the checker is lenient on shade).
+    Only the first product-type word of a sentence is judged (later ones are parts: "with a belt")."""
+
+    KEYS = {"colour": ("colour", "colour_master"), "product_type": ("product_type",), "pattern": ("pattern",)}
+    EXTRA = {"pattern": {"solid": {"plain"}}}
+    # values that are also material words ("denim trousers", "made of metal") or too generic to judge
+    SKIP = {"other", "unknown", "undefined", "", "other pattern", "mixed", "pattern", "metal", "metallic", "denim", "mesh", "lace",
+            "transparent", "structure", "contrast", "treatment", "neps", "slub", "sequin", "application/3d"}
+
+    def __init__(self, products: Iterable):
+        self.phrases: dict[str, dict[str, str]] = {k: {} for k in self.KEYS}  # kind -> surface form -> base value
+        for p in products:
+            facts = p.facts()
+            for kind, keys in self.KEYS.items():
+                for key in keys:
+                    v = str(facts.get(key, "")).lower().strip()
+                    v = _re.sub(r"^other\s+", "", v)
+                    if v in self.SKIP or len(v) < 3:
+                        continue
+                    for f in _forms(v) | self.EXTRA.get(kind, {}).get(v, set()):
+                        self.phrases[kind].setdefault(f, v)
+        alts = sorted({f for d in self.phrases.values() for f in d}, key=len, reverse=True)
+        self.pattern = _re.compile(r"(?<![\w-])(" + "|".join(_re.escape(a) for a in alts) + r")(?![\w-])", _re.IGNORECASE)
+
+    def truth(self, product) -> dict[str, set[frozenset]]:
+        facts = product.facts()
+        out: dict[str, set[frozenset]] = {}
+        for kind, keys in self.KEYS.items():
+            vals = {_re.sub(r"^other\s+", "", str(facts.get(k, "")).lower().strip()) for k in keys}
+            out[kind] = {frozenset(v.replace("-", " ").split()) for v in vals if v not in self.SKIP}
+            if kind == "pattern" and any(v == frozenset({"solid"}) for v in out[kind]):
+                out[kind].add(frozenset({"plain"}))
+        return out
+
+    def claims(self, text: str) -> list[tuple[str, str]]:
+        """(kind, phrase) of every judged claim."""
+        out = []
+        text = _QUOTED.sub(" ", text)
+        for sentence in _SENTENCE.split(text):
+            typed = False
+            for clause in _CLAUSE.split(sentence):
+                if not clause or _NEGATION.search(clause):
+                    typed = typed or bool(clause and self._has_type(clause))
+                    continue
+                for m in self.pattern.finditer(clause):
+                    phrase = m.group(1).lower()
+                    kinds = [k for k in self.KEYS if phrase in self.phrases[k]]
+                    for kind in kinds[:1]:
+                        if kind == "product_type":
+                            if typed:
+                                continue
+                            typed = True
+                        out.append((kind, phrase))
+        return out
+
+    def _has_type(self, clause: str) -> bool:
+        return any(m.group(1).lower() in self.phrases["product_type"] for m in self.pattern.finditer(clause))
+
+    def judge(self, text: str, product) -> tuple[int, int, list[str]]:
+        """(true claims, false claims, the false ones as 'kind: phrase')."""
+        truth = self.truth(product)
+        good = bad = 0
+        wrong = []
+        for kind, phrase in self.claims(text):
+            base = frozenset(self.phrases[kind][phrase].replace("-", " ").split())
+            if any(base <= t or t <= base for t in truth[kind]):
+                good += 1
+            else:
+                bad += 1
+                wrong.append(f"{kind}: {phrase}")
+        return good, bad, wrong
+
+
+def description_facts(product) -> list[frozenset[str]]:
+    """The description's facts as content-word sets, one per comma/'and'/'with' chunk ('a turtle neck', 'jumper in a soft knit')."""
+    chunks = _re.split(r"[.;:]|,|\band\b|\bwith\b", product.description.lower())
+    out = []
+    for c in chunks:
+        words = frozenset(w for w in _re.findall(r"[a-z][a-z-]+", c) if w not in _STOP and len(w) > 2)
+        if words and words not in out:
+            out.append(words)
+    return out
+
+
+def informativeness(text: str, product, request: str) -> int:
+    """Distinct description facts a text states that the request did not name: a fact counts when all its
+    content words are in the text and not all of them are in the request or the item's attribute values."""
+    said = set(_re.findall(r"[a-z][a-z-]+", text.lower()))
+    named = set(_re.findall(r"[a-z][a-z-]+", request.lower()))
+    attrs = set(_re.findall(r"[a-z][a-z-]+", " ".join(str(v) for v in product.facts().values()).lower()))
+    return sum(1 for f in description_facts(product) if f <= said and not f <= (named | attrs))
+
+
+def honest_about_misfit(text: str, product, request: str, contradicted: bool) -> bool:
+    """A misfit's text is honest when it says so (a negation, "but", "falls short"), does not also say
+    the item fits, states nothing false, and names what misses: the shopper's word for an unmet term,
+    its value, or the item's own value of that kind ('you asked for grey, but it is black')."""
+    from retrieval.vocabulary import item_values
+    from synth_data.explain import gather_evidence
+
+    if contradicted or not MISFIT_SIGNAL.search(text) or FIT_CLAIM.search(text):
+        return False
+    low = text.lower()
+    values = item_values(product)
+    for rt in gather_evidence(request, product, values=values).unmet:
+        names = {rt.quote.lower(), rt.term.value.lower(), *values.get(rt.term.kind, ())}
+        if any(len(n) > 2 and _re.search(r"(?<!\w)" + _re.escape(n) + r"(?!\w)", low) for n in names):
+            return True
+    return False
+
+
+def heldout_items(catalog: Catalog, val_fraction: float, heldout_fraction: float, require_image: bool = True) -> list:
+    """Items of the product groups `split_of` puts in 'heldout' (never planned into instruction data)."""
+    from synth_data.tasks import split_of
+
+    out = []
+    for p in catalog.products:
+        if split_of(p, val_fraction, heldout_fraction=heldout_fraction) != "heldout":
+            continue
+        if require_image and not ((f := catalog.image_file(p)) is not None and f.exists()):
+            continue
+        out.append(p)
+    if not out:
+        raise ValueError("no held-out items: is heldout_fraction > 0 and does the catalog have images?")
+    return out
+
+
+def heldout_pairs(catalog: Catalog, val_fraction: float, heldout_fraction: float, n: int, seed: int = 0) -> list[dict]:
+    """`n` (request, item) pairs on held-out groups, half of them misfits (the item's facts contradict a
+    request term), each with a distinct item: {"request", "item_id", "fits", "unmet"}."""
+    from synth_data.explain import gather_evidence
+    from synth_data.tasks import Planner, sample_request
+
+    planner = Planner(catalog, seed=seed, val_fraction=val_fraction, heldout_fraction=heldout_fraction, splits=("heldout",))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(planner.pool))
+    pairs: list[dict] = []
+    used: set[str] = set()
+    want_misfit = True
+    for i in order:
+        if len(pairs) >= n:
+            break
+        anchor = planner.pool[int(i)]
+        request = sample_request(planner.views[anchor.id], planner.rng)
+        if want_misfit:
+            _, negative = planner.positive_and_negative(request, anchor)
+            if negative is None or negative.id in used:
+                continue
+            item = negative
+        else:
+            item = anchor
+            if item.id in used:
+                continue
+        ev = gather_evidence(request, item)
+        if bool(ev.unmet) != want_misfit:
+            continue
+        used.add(item.id)
+        pairs.append({"request": request, "item_id": item.id, "fits": not ev.unmet,
+                      "unmet": [f"{r.term.kind}: {r.term.value}" for r in ev.unmet]})
+        want_misfit = not want_misfit
+    if len(pairs) < n:
+        log.warning("only %d held-out pairs (asked for %d)", len(pairs), n)
+    return pairs
+
+
+def _ci(values, bootstrap: int, seed: int) -> dict:
+    return M.bootstrap_ci([float(v) for v in values], bootstrap, seed=seed).to_dict()
+
+
+def _precision_values(pairs: list[tuple[int, int]]) -> tuple[list[float], float]:
+    """Per-text precision (NaN without claims, dropped by the bootstrap) and the pooled one."""
+    per = [g / (g + b) if g + b else float("nan") for g, b in pairs]
+    tot = sum(g + b for g, b in pairs)
+    return per, (sum(g for g, _ in pairs) / tot if tot else float("nan"))
+
+
+def rationale_quality(rows: list[dict], catalog: Catalog, simple: WordListChecker, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Metrics of one system's rationales. rows: {"request", "item_id", "fits", "raw", "served", "fallback_reason"}."""
+    from synth_data.grounding import check
+
+    out: dict[str, Any] = {"n": len(rows), "misfits": sum(not r["fits"] for r in rows)}
+    for which in ("raw", "served"):
+        proj, simp, halluc, honest, info_fit, info_all, claims = [], [], [], [], [], [], []
+        for r in rows:
+            p, text = catalog[r["item_id"]], r[which] or ""
+            res = check(text, p, request=r["request"])
+            proj.append((len(res.supported), len(res.contradicted)))
+            g, b, _ = simple.judge(text, p)
+            simp.append((g, b))
+            claims.append(len(res.supported) + len(res.contradicted) + len(res.not_stated))
+            halluc.append(float(bool(res.contradicted or res.not_stated)))
+            n_info = informativeness(text, p, r["request"])
+            info_all.append(n_info)
+            if r["fits"]:
+                info_fit.append(n_info)
+            else:
+                honest.append(float(honest_about_misfit(text, p, r["request"], bool(res.contradicted))))
+        per, pooled = _precision_values(proj)
+        per_s, pooled_s = _precision_values(simp)
+        out[which] = {
+            "claim_precision_project": {**_ci(per, bootstrap, seed), "pooled": pooled},
+            "claim_precision_wordlist": {**_ci(per_s, bootstrap, seed), "pooled": pooled_s},
+            "hallucination_rate": _ci(halluc, bootstrap, seed),
+            "honest_on_misfits": _ci(honest, bootstrap, seed),
+            "description_facts_per_fitting_rationale": _ci(info_fit, bootstrap, seed),
+            "description_facts_per_rationale": _ci(info_all, bootstrap, seed),
+            "claims_per_rationale": float(np.mean(claims)) if claims else 0.0,
+            "empty": sum(not (r[which] or "").strip() for r in rows),
+        }
+    out["fallback_rate"] = _ci([float(bool(r.get("fallback_reason"))) for r in rows], bootstrap, seed)
+    return out
+
+
+def describe_quality(rows: list[dict], catalog: Catalog, simple: WordListChecker, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Describe-from-picture against the human descriptions: BLEU-4 (corpus, bootstrap), ROUGE-L F1, and the
+    precision of the colour / type / pattern it states. rows: {"item_id", "text"}."""
+    from retrieval.vocabulary import item_values
+    from synth_data.grounding import check
+
+    texts = [r["text"] or "" for r in rows]
+    refs = [[catalog[r["item_id"]].description] for r in rows]
+    stats = np.stack([T.bleu_stats(t, rf) for t, rf in zip(texts, refs)])
+    idx = np.random.default_rng(seed).integers(0, len(rows), (bootstrap, len(rows)))
+    boots = [T.bleu_from_stats(stats[b].sum(0), 4) for b in idx]
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    out: dict[str, Any] = {"n": len(rows), "bleu4": {"mean": T.bleu_from_stats(stats.sum(0), 4), "low": float(lo), "high": float(hi)},
+                           "rougeL": _ci([T.rouge_scores(t, rf)["rougeL"] for t, rf in zip(texts, refs)], bootstrap, seed)}
+    for kind in ("colour", "product_type", "pattern"):
+        proj, simp = [], []
+        for r, t in zip(rows, texts):
+            p = catalog[r["item_id"]]
+            res = check(t, p, values=item_values(p))
+            proj.append((sum(x.kind == kind for x in res.supported), sum(x.kind == kind for x in res.contradicted)))
+            truth = simple.truth(p)
+            g = b = 0
+            for k, phrase in simple.claims(t):
+                if k != kind:
+                    continue
+                base = frozenset(simple.phrases[k][phrase].replace("-", " ").split())
+                if any(base <= x or x <= base for x in truth[k]):
+                    g += 1
+                else:
+                    b += 1
+            simp.append((g, b))
+        per, pooled = _precision_values(proj)
+        per_s, pooled_s = _precision_values(simp)
+        out[f"{kind}_precision_project"] = {**_ci(per, bootstrap, seed), "pooled": pooled,
+                                            "claims": int(sum(a + b for a, b in proj))}
+        out[f"{kind}_precision_wordlist"] = {**_ci(per_s, bootstrap, seed), "pooled": pooled_s,
+                                             "claims": int(sum(a + b for a, b in simp))}
+    return out
+
+
+def _cell(v: dict | None, digits: int = 3) -> str:
+    if not v or v.get("mean") is None or v["mean"] != v["mean"]:
+        return "-"
+    lo, hi = v.get("low"), v.get("high")
+    return f"{v['mean']:.{digits}f}" + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if lo is not None and hi is not None else "")
+
+
+def quality_markdown(result: dict) -> str:
+    """The tables of bench/llava_quality.py's JSON: rationales (raw model text and served text) and describe-from-picture."""
+    lines = ["| system | text | claim precision (grounding) | claim precision (word lists) | hallucination | fallback | "
+             "honest on misfits | description facts / fitting rationale |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in result.get("rationales", {}).items():
+        for which in ("raw", "served"):
+            x = r[which]
+            lines.append(f"| {name} | {which} | {_cell(x['claim_precision_project'])} | {_cell(x['claim_precision_wordlist'])} | "
+                         f"{_cell(x['hallucination_rate'])} | {_cell(r['fallback_rate']) if which == 'served' else ''} | "
+                         f"{_cell(x['honest_on_misfits'])} | {_cell(x['description_facts_per_fitting_rationale'], 2)} |")
+    lines += ["", "| describe from the picture | BLEU-4 | ROUGE-L | colour precision (grounding / word lists) | "
+              "type precision | pattern precision |", "|---|---|---|---|---|---|"]
+    for name, d in result.get("describe_from_picture", {}).items():
+        def pair(kind: str) -> str:
+            a, b = d[f"{kind}_precision_project"], d[f"{kind}_precision_wordlist"]
+            return f"{_cell(a, 2)} (n={a.get('claims', 0)}) / {_cell(b, 2)} (n={b.get('claims', 0)})"
+        lines.append(f"| {name} | {_cell(d['bleu4'])} | {_cell(d['rougeL'])} | {pair('colour')} | {pair('product_type')} | {pair('pattern')} |")
     return "\n".join(lines) + "\n"

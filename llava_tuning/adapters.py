@@ -122,3 +122,33 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, **overrides: Any
         (tmp / MODEL_FILE).write_text(json.dumps({**meta, "preset": {**meta["preset"], **overrides}, "merged_from": str(adapter_dir)}, indent=2))
     log.info("merged %s into %s", adapter_dir, out)
     return out
+
+
+def export_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float16", notes: dict | None = None) -> Path:
+    """Copy a trained adapter (LoRA + the projector it trains in full) to a small shippable folder:
+    safetensors in `dtype`, and the preset with run-local paths dropped (the model cache goes back to
+    the preset default, so a fresh clone assembles its base there from the packaged weights)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from llava_tuning.presets import MODEL_FILE, ModelPreset
+
+    src = _resolve(Path(adapter_dir), order=("adapter",))
+    if model_kind(src) != "adapter":
+        raise ValueError(f"{src} is not a LoRA adapter directory (no adapter_config.json)")
+    config = json.loads((src / "adapter_config.json").read_text())
+    meta = _meta(src)
+    if not config.get("modules_to_save") and meta.get("init_projector"):
+        raise ValueError(f"{src}: its projector lives in {meta['init_projector']}, not in the adapter; export needs both in one place")
+    state = load_file(str(src / "adapter_model.safetensors"))
+    cast = getattr(torch, dtype)
+    state = {k: (v.to(cast) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    preset = {**meta["preset"], "cache_dir": ModelPreset.__dataclass_fields__["cache_dir"].default}
+    with atomic_dir(Path(out_dir)) as tmp:
+        save_file(state, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2))
+        (tmp / MODEL_FILE).write_text(json.dumps({"preset": preset, "stage": meta.get("stage", "lora"), "init_projector": "",
+                                                  "data": meta.get("data"), "exported_from": str(src), "dtype": dtype,
+                                                  **(notes or {})}, indent=2))
+    log.info("exported %s to %s (%s)", src, out_dir, dtype)
+    return Path(out_dir)

@@ -1,4 +1,4 @@
-"""`whyrec tune ...` (LoRA-tune a LLaVA preset on conversation JSONL) and `whyrec tune merge ...`."""
+"""`whyrec tune ...` (LoRA-tune a LLaVA preset on conversation JSONL), `whyrec tune merge ...` and `whyrec tune export ...`."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,11 @@ def register(subparsers) -> None:
     m.add_argument("--out", required=True, help="directory for the merged model")
     m.add_argument("--cache-dir", dest="merge_cache_dir", help="model cache for the base")
     m.set_defaults(func=_merge)
+    e = sub.add_parser("export", help="copy an adapter (LoRA + projector) to a small shippable folder, fp16 safetensors")
+    e.add_argument("adapter", help="adapter directory (or a tune output directory holding adapter/)")
+    e.add_argument("--out", required=True, help="target folder, e.g. data/demo/llava")
+    e.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    e.set_defaults(func=_export)
     register_describe(subparsers)
 
 
@@ -116,4 +121,13 @@ def _merge(args: argparse.Namespace) -> int:
     overrides = {"cache_dir": args.merge_cache_dir} if args.merge_cache_dir else {}
     out = merge_adapter(args.adapter, args.out, **overrides)
     print(json.dumps({"merged": str(out), "adapter": args.adapter}))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from llava_tuning.adapters import export_adapter
+
+    out = export_adapter(args.adapter, args.out, dtype=args.dtype)
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    print(json.dumps({"exported": str(out), "adapter": args.adapter, "dtype": args.dtype, "bytes": size}))
     return 0

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
     g.add_argument("--out", help="output directory")
     g.add_argument("--seed", type=int)
     g.add_argument("--val-fraction", type=float, help="share of product groups in the validation split")
+    g.add_argument("--heldout-fraction", type=float, help="share of product groups kept out of the data (for evaluation)")
+    g.add_argument("--thin-fraction", type=float, help="share of rationales and colour/picture questions with a title-only prompt")
     g.add_argument("--kinds", help="example kinds and weights, e.g. rationale=0.4,question=0.3,comparison=0.15,description=0.15")
     g.add_argument("--hard-negative-fraction", type=float)
     g.add_argument("--candidates", choices=["attribute", "search"],
@@ -61,6 +63,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, backend=args.backend, n=args.n, catalog=args.catalog, out=args.out, seed=args.seed,
                       val_fraction=args.val_fraction, kinds=_kinds(args.kinds),
+                      heldout_fraction=args.heldout_fraction, thin_fraction=args.thin_fraction,
                       hard_negative_fraction=args.hard_negative_fraction, require_image=False if args.no_images else None,
                       candidates=args.candidates,
                       openai_base_url=args.base_url, openai_model=args.model, openai_api_key_env=args.api_key_env,

@@ -45,6 +45,8 @@ class SynthConfig:
     n: int = 1000  # accepted examples wanted
     seed: int = 0
     val_fraction: float = 0.1  # by product group (group_id), so variants never straddle the split
+    heldout_fraction: float = 0.0  # product groups kept out of the data altogether (for evaluation, see eval/explain_eval.py)
+    thin_fraction: float = 0.0  # of rationales and colour/picture questions: title-only prompts, the picture carries the facts
     kinds: dict[str, float] = field(default_factory=lambda: {"rationale": 0.4, "question": 0.3, "comparison": 0.15, "description": 0.15})
     question_types: dict[str, float] = field(default_factory=lambda: {
         "colour": 1.0, "material": 1.0, "fit": 1.0, "occasion": 1.0, "care": 0.6, "picture": 1.0, "unanswerable": 1.0})
@@ -67,6 +69,10 @@ class SynthConfig:
             raise ValueError("synth.n must be at least 1")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("synth.val_fraction must lie in [0, 1)")
+        if not 0.0 <= self.heldout_fraction < 1.0 - self.val_fraction:
+            raise ValueError("synth.heldout_fraction must lie in [0, 1 - val_fraction)")
+        if not 0.0 <= self.thin_fraction <= 1.0:
+            raise ValueError("synth.thin_fraction must lie in [0, 1]")
         if isinstance(self.openai, dict):
             from retrieval.config import from_dict
 

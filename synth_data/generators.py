@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from retrieval.vocabulary import extract_terms
+from synth_data.details import description_details, detail_answer, request_details
 from synth_data.explain import _state, compose_rationale, gather_evidence, plain_sentence
 from synth_data.grounding import verdict
 from synth_data.phrasing import Bank, ItemView, cap, join
@@ -162,7 +163,63 @@ def _picture_answer(b: Bank, v: ItemView, task: Task) -> str:
     return b.pick(["The picture shows {n}.", "It shows {n}.", "A photo of {n}.", "This is {n}.", "{N}."], n=n, N=cap(n))
 
 
+def human_description(product) -> str | None:
+    """Describe-from-picture's target: the catalog's own human-written description, kept clause by
+    clause where the grounding checker finds nothing wrong (None when no clause is left)."""
+    by_sentence: dict[int, list] = {}
+    for d in description_details(product):
+        by_sentence.setdefault(d.sentence, []).append(d)
+    out = []
+    for n in sorted(by_sentence):
+        whole = [d for d in by_sentence[n] if d.whole]
+        out.append(cap(whole[0].text) if whole else cap(", ".join(d.text for d in by_sentence[n])))
+    return " ".join(s + "." for s in out) or None
+
+
+DETAIL_LEADS = ["From the description: {d}.", "The description mentions {d}.", "Good to know: {d}.",
+                "The catalog adds: {d}.", "One detail: {d}.", "A detail from the description: {d}."]
+
+
+def _detail_sentences(b: Bank, details: list[str]) -> list[str]:
+    leads = list(DETAIL_LEADS)
+    b.rng.shuffle(leads)
+    return [lead.format(d=d) for lead, d in zip(leads, details)]
+
+
+def request_rationale(b: Bank, task: Task, extras: int = 0) -> str:
+    """The honest fit and misfit facts (the grounded template), plus the one or two description
+    details that matter for the request when the prompt shows the description. No scores, no ranks."""
+    view = ItemView(task.item)
+    ev = gather_evidence(task.request or "", task.item)
+    text, _ = compose_rationale(b, view, ev, extras=extras)
+    if "description" in task.withhold:
+        return text
+    named = {w for rt in ev.matched + ev.unmet + ev.unknown for w in rt.quote.lower().split()}
+    details = request_details(task.item, task.request or "", named, k=1 if ev.unmet else 2)
+    if not details:
+        return text
+    sentences = _detail_sentences(b, details)
+    if ev.unmet:  # the misfit verdict stays last: the detail goes before the closing advice
+        head, sep, last = text.rpartition(". ")
+        return " ".join([head + ".", *sentences, last]) if sep else " ".join([text, *sentences])
+    return " ".join([text, *sentences])
+
+
+def _detail_answer(b: Bank, v: ItemView, task: Task) -> str:
+    found = detail_answer(task.item, tuple(task.meta.get("cues", ())))
+    topic = task.meta.get("topic", "that")
+    if found and "description" not in task.withhold:
+        return b.pick(["The description mentions {d}.", "According to the description: {d}.", "From the description: {d}.",
+                       "{D}, according to the catalog."], d=found, D=cap(found))
+    return b.item(v, ["The description does not mention {t}.", "The catalog does not say anything about {t}.",
+                      "I cannot tell from the catalog: its description does not mention {t}."], t=topic)
+
+
 def _description(b: Bank, v: ItemView, task: Task) -> str:
+    if set(task.withhold) >= {"title", "description", "attributes"}:
+        human = human_description(task.item)
+        if human:
+            return human
     n = v.noun()
     dept = v.first("department")
     t = f" from the {v.say('department', dept)} range" if dept else ""
@@ -217,7 +274,7 @@ def _comparison(b: Bank, task: Task) -> str:
 
 QUESTION_ANSWERS: dict[str, Callable[[Bank, ItemView, Task], str]] = {
     "colour": _colour_answer, "material": _material_answer, "fit": _fit_answer, "occasion": _occasion_answer,
-    "care": _care_answer, "picture": _picture_answer, "unanswerable": _unanswerable_answer,
+    "care": _care_answer, "picture": _picture_answer, "unanswerable": _unanswerable_answer, "detail": _detail_answer,
 }
 
 
@@ -225,9 +282,7 @@ def template_answer(task: Task, rng: random.Random) -> str:
     """The template generator's answer to one task."""
     bank = Bank(rng)
     if task.kind == "rationale":
-        view = ItemView(task.item)
-        text, _ = compose_rationale(bank, view, gather_evidence(task.request or "", task.item), extras=rng.choice([0, 0, 1, 2]))
-        return text
+        return request_rationale(bank, task, extras=rng.choice([0, 0, 1]))
     if task.kind == "question":
         return QUESTION_ANSWERS[task.qtype or "picture"](bank, ItemView(task.item), task)
     if task.kind == "description":

@@ -59,12 +59,15 @@ def judge_answer(task: Task, text: str) -> tuple[bool, list[str], dict]:
         reasons = [f"Item {label}: {r}" for label, res in results.items() for r in res.reasons()]
         return not reasons, reasons, {label: res.to_dict() for label, res in results.items()}
     res = check(text, task.item, request=task.words)
-    return res.ok, res.reasons(), res.to_dict()
+    reasons = res.reasons()
+    if task.kind in ("rationale", "description"):  # what is served: as strict as `explain.vet`
+        reasons += [f"unverified: {t.kind} {t.value!r} ({t.phrase!r}) is not in the catalog's facts" for t in res.not_stated]
+    return not reasons, reasons, res.to_dict()
 
 
 def _reason_key(reason: str) -> str:
     """'Item A: colour: says ...' -> 'contradicted colour'; 'malformed: ...' -> 'malformed'."""
-    if reason.startswith(("malformed", "request failed", "empty answer", "image token")):
+    if reason.startswith(("malformed", "request failed", "empty answer", "image token", "unverified")):
         return reason.split(":")[0]
     body = reason.split(": ", 1)[1] if reason.startswith("Item ") else reason
     return "contradicted " + body.split(":")[0]
@@ -101,6 +104,7 @@ def make_records(task: Task, answer: str, index: int, image: str | None) -> tupl
     rid = f"{task.kind}-{index:06d}-{digest}"
     meta = {"split": task.split, "group_id": task.item.group_id or task.item.id, "item_ids": [p.id for p in task.items],
             "request": task.request, "question": task.question, "qtype": task.qtype, "hard_negative": task.hard_negative,
+            "withhold": list(task.withhold),
             **{k: v for k, v in task.meta.items() if isinstance(v, (str, int, float, bool, list))}}
     llava = {"id": rid, "item_id": task.item.id, "kind": task.kind}
     if image:
@@ -152,7 +156,8 @@ def generate(catalog: Catalog, config: SynthConfig, generator: Generator | None 
     t0 = time.perf_counter()
     planner = Planner(catalog, seed=config.seed, kinds=config.kinds, question_types=config.question_types,
                       hard_negative_fraction=config.hard_negative_fraction, val_fraction=config.val_fraction,
-                      candidates=candidates, candidates_k=config.candidates_k, require_image=config.require_image)
+                      candidates=candidates, candidates_k=config.candidates_k, require_image=config.require_image,
+                      heldout_fraction=config.heldout_fraction, thin_fraction=config.thin_fraction)
     generator = generator or get_generator(config.backend, seed=config.seed, config=config.openai)
     report = SynthReport(backend=generator.name, requested=config.n)
     kinds: Counter = Counter()

@@ -9,6 +9,7 @@ training and serving prompts cannot drift apart.
 from __future__ import annotations
 
 import json
+from typing import Iterable
 
 from retrieval.catalog import Product
 from synth_data.tasks import Task
@@ -33,7 +34,7 @@ SYSTEM_PROMPT = (
 INSTRUCTIONS = {
     "rationale": "Does this item fit the request? Explain why, or where it does not, from the catalog data and the picture.",
     "question": "Answer the shopper's question about this item from the catalog data and the picture.",
-    "description": "Describe the item for a shopper, from the catalog data and the picture.",
+    "description": "Describe the item for a shopper from the picture, as the catalog's own description would.",
     "comparison": "Compare the two items for this request and say which fits it better, from the catalog data and the pictures.",
 }
 
@@ -45,31 +46,42 @@ def clean(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def data_block(product: Product, label: str | None = None) -> str:
-    """The item's catalog facts as a delimited data block (one 'key: value' per line)."""
-    lines = [f"title: {clean(product.title, 200)}"]
-    facts = product.facts()
+def data_block(product: Product, label: str | None = None, withhold: Iterable[str] = ()) -> str:
+    """The item's catalog facts as a delimited data block (one 'key: value' per line), less what
+    `withhold` names ("title", "description", "attributes"): what is withheld the picture must carry."""
+    withhold = set(withhold)
+    lines = [] if "title" in withhold else [f"title: {clean(product.title, 200)}"]
+    facts = {} if "attributes" in withhold else product.facts()
     for key in sorted(facts):
         if key in SKIP_KEYS or not str(facts[key]).strip():
             continue
         lines.append(f"{clean(key.replace('_', ' '), 60)}: {clean(facts[key], 300)}")
-    if product.description:
+    if product.description and "description" not in withhold:
         lines.append(f"description: {clean(product.description)}")
     head = f'<catalog_data item="{label}">' if label else "<catalog_data>"
     return "\n".join([head, *lines, "</catalog_data>"])
 
 
-def rationale_prompt(request: str, product: Product, image: bool = True) -> str:
+def rationale_prompt(request: str, product: Product, image: bool = True, withhold: Iterable[str] = ()) -> str:
     """The human turn for 'why does this item fit this request' (training and serving alike)."""
     parts = [IMAGE_TOKEN] if image else []
-    parts += [f'A shopper asks: "{clean(request, 500)}"', data_block(product), INSTRUCTIONS["rationale"]]
+    parts += [f'A shopper asks: "{clean(request, 500)}"', data_block(product, withhold=withhold), INSTRUCTIONS["rationale"]]
+    return "\n".join(parts)
+
+
+def describe_prompt(question: str, image: bool = True) -> str:
+    """The human turn for describe-from-picture: no catalog text at all, so only the photo can answer."""
+    parts = [IMAGE_TOKEN] if image else []
+    parts += [f'Shopper question: "{clean(question, 500)}"', INSTRUCTIONS["description"]]
     return "\n".join(parts)
 
 
 def human_turn(task: Task, image: bool = True) -> str:
     """The human side of an example in LLaVA's conversation format (starts with <image> when there is one)."""
     if task.kind == "rationale":
-        return rationale_prompt(task.request or "", task.item, image=image)
+        return rationale_prompt(task.request or "", task.item, image=image, withhold=task.withhold)
+    if task.kind == "description" and set(task.withhold) >= {"title", "description", "attributes"}:
+        return describe_prompt(task.question or "", image=image)
     parts = [IMAGE_TOKEN] if image else []
     if task.kind == "comparison":
         parts.append("The picture shows Item A on the left and Item B on the right.")
@@ -77,7 +89,7 @@ def human_turn(task: Task, image: bool = True) -> str:
         parts += [data_block(task.items[0], "A"), data_block(task.items[1], "B")]
         parts.append(clean(task.question or INSTRUCTIONS["comparison"], 300))
         return "\n".join(parts)
-    parts.append(data_block(task.item))
+    parts.append(data_block(task.item, withhold=task.withhold))
     parts.append(f'Shopper question: "{clean(task.question or "", 500)}"')
     return "\n".join(parts)
 
@@ -94,8 +106,15 @@ def openai_user_text(task: Task) -> str:
         lines += [data_block(task.items[0], "A"), data_block(task.items[1], "B")]
     else:
         lines.append(data_block(task.item))
+    if task.kind == "rationale":
+        lines.append("Say honestly which of the shopper's wishes the item meets and which it does not. Then add the one or "
+                     "two details from the description that matter most for this request (for a warm coat: 'brushed "
+                     "inside, wool blend'), in plain words without quotation marks. Never mention scores, ranks or how "
+                     "the item was found.")
     if task.kind == "rationale" and task.hard_negative:
         lines.append("Note: this item was retrieved for the request but may not fully fit it; say where it does not.")
+    if task.kind == "question" and task.qtype == "detail":
+        lines.append("Answer from the description only; if it does not mention this, say so.")
     lines.append('Reply with JSON: {"answer": "..."}')
     return "\n".join(lines)
 

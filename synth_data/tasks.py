@@ -23,13 +23,18 @@ import numpy as np
 
 from retrieval.catalog import Catalog, Product
 from retrieval.vocabulary import SYNONYMS, accepts, item_values
+from synth_data.details import DETAIL_QUESTIONS, detail_answer
 from synth_data.explain import Evidence, gather_evidence, request_terms
 from synth_data.phrasing import ItemView, article, reads_as
 
 Candidates = Callable[[str, int], list[str]]
 
 KINDS = ("rationale", "question", "comparison", "description")
-QUESTION_TYPES = ("colour", "material", "fit", "occasion", "care", "picture", "unanswerable")
+QUESTION_TYPES = ("colour", "material", "fit", "occasion", "care", "picture", "unanswerable", "detail")
+SPLITS = ("train", "val", "heldout")
+# what a prompt can leave out: thin-text items keep only the title; describe-from-picture shows no text at all
+WITHHOLD = ("description", "attributes")
+WITHHOLD_ALL = ("title", "description", "attributes")
 
 
 @dataclass
@@ -45,6 +50,7 @@ class Task:
     split: str = "train"
     meta: dict = field(default_factory=dict)
     images: list[str] = field(default_factory=list)  # each item's photo (absolute), when it has one
+    withhold: tuple[str, ...] = ()  # catalog text left out of the prompt (see WITHHOLD): the picture must carry it
 
     @property
     def item(self) -> Product:
@@ -56,11 +62,14 @@ class Task:
         return self.request or self.question or ""
 
 
-def split_of(product: Product, val_fraction: float, salt: str = "whyrec") -> str:
-    """'train' or 'val' by a hash of the product group, so colour variants never straddle the split."""
+def split_of(product: Product, val_fraction: float, salt: str = "whyrec", heldout_fraction: float = 0.0) -> str:
+    """'train', 'val' or 'heldout' by a hash of the product group, so colour variants never straddle
+    the split. 'heldout' groups are never planned into instruction data (they are for evaluation)."""
     key = (product.group_id or product.id) + "\x1f" + salt
     bucket = int.from_bytes(hashlib.sha1(key.encode()).digest()[:4], "big") % 10_000
-    return "val" if bucket < val_fraction * 10_000 else "train"
+    if bucket < val_fraction * 10_000:
+        return "val"
+    return "heldout" if bucket < (val_fraction + heldout_fraction) * 10_000 else "train"
 
 
 class AttributeCandidates:
@@ -260,7 +269,8 @@ class Planner:
     def __init__(self, catalog: Catalog, seed: int = 0, kinds: dict[str, float] | None = None,
                  question_types: dict[str, float] | None = None, hard_negative_fraction: float = 0.35,
                  val_fraction: float = 0.1, candidates: Candidates | None = None, candidates_k: int = 20,
-                 require_image: bool = True):
+                 require_image: bool = True, heldout_fraction: float = 0.0, thin_fraction: float = 0.0,
+                 splits: Sequence[str] = ("train", "val")):
         self.catalog = catalog
         self.rng = random.Random(seed)
         self.kinds = kinds or {"rationale": 0.4, "question": 0.3, "comparison": 0.15, "description": 0.15}
@@ -276,13 +286,18 @@ class Planner:
         self.candidates_k = candidates_k
         self.views: dict[str, ItemView] = {p.id: ItemView(p) for p in catalog.products}
         self.candidates = candidates or AttributeCandidates(catalog, {i: v.values for i, v in self.views.items()})
-        self.split = {p.id: split_of(p, val_fraction) for p in catalog.products}
+        self.thin_fraction = thin_fraction
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"unknown split(s) {sorted(unknown)}; known: {list(SPLITS)}")
+        self.split = {p.id: split_of(p, val_fraction, heldout_fraction=heldout_fraction) for p in catalog.products}
         if require_image:
             pool = [p for p in catalog.products if (f := catalog.image_file(p)) is not None and f.exists()]
         else:
             pool = list(catalog.products)
+        pool = [p for p in pool if self.split[p.id] in splits]  # held-out groups never reach the data
         if not pool:
-            raise ValueError("no catalog item has an image file; pass require_image=False for text-only data")
+            raise ValueError("no catalog item (in the planned splits) has an image file; pass require_image=False for text-only data")
         self.pool = pool
         self.colours = sorted({c for v in self.views.values() for c in v.values["colour"]}) or ["black"]
 
@@ -293,7 +308,7 @@ class Planner:
     def _fits(self, request: str, item_id: str) -> Evidence:
         return gather_evidence(request, self.catalog[item_id], values=self.views[item_id].values)
 
-    def _positive_and_negative(self, request: str, anchor: Product) -> tuple[Product, Product | None]:
+    def positive_and_negative(self, request: str, anchor: Product) -> tuple[Product, Product | None]:
         """The best-fitting candidate and a near miss (a candidate the facts do not fully back),
         both in the anchor's split."""
         split = self.split[anchor.id]
@@ -338,7 +353,7 @@ class Planner:
         split = self.split[anchor.id]
         if kind in ("rationale", "comparison"):
             request = sample_request(view, self.rng)
-            positive, negative = self._positive_and_negative(request, anchor)
+            positive, negative = self.positive_and_negative(request, anchor)
             if kind == "comparison":
                 if negative is None:
                     kind = "rationale"
@@ -350,9 +365,23 @@ class Planner:
                                 meta={"better": "A" if pair[0] is positive else "B"})
             hard = negative is not None and self.rng.random() < self.hard_negative_fraction
             item = negative if hard else positive
-            return Task("rationale", [item], request=request, hard_negative=hard, split=split)
-        if kind == "description":
-            return Task("description", [anchor], question=self.rng.choice(DESCRIBE_Q), split=split)
+            thin = self.rng.random() < self.thin_fraction
+            return Task("rationale", [item], request=request, hard_negative=hard, split=split,
+                        withhold=WITHHOLD if thin else ())
+        if kind == "description":  # describe from the picture: the human description is the target, never the prompt
+            return Task("description", [anchor], question=self.rng.choice(DESCRIBE_Q), split=split, withhold=WITHHOLD_ALL)
         qtype = self._pick(self.qtypes)
+        if qtype == "detail":
+            return self._detail_question(anchor, split)
         question, meta = sample_question(view, qtype, self.rng, self.colours)
-        return Task("question", [anchor], question=question, qtype=qtype, split=split, meta=meta)
+        thin = qtype in ("colour", "picture") and self.rng.random() < self.thin_fraction
+        return Task("question", [anchor], question=question, qtype=qtype, split=split, meta=meta,
+                    withhold=WITHHOLD if thin else ())
+
+    def _detail_question(self, anchor: Product, split: str) -> Task:
+        """A product question the description answers (or, for balance, one it does not mention)."""
+        answered = [(qs, cues, topic) for qs, cues, topic in DETAIL_QUESTIONS if detail_answer(anchor, cues)]
+        pool = answered if answered and self.rng.random() < 0.8 else DETAIL_QUESTIONS
+        qs, cues, topic = self.rng.choice(pool)
+        return Task("question", [anchor], question=self.rng.choice(qs), qtype="detail", split=split,
+                    meta={"cues": list(cues), "topic": topic})

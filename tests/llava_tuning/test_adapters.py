@@ -61,3 +61,22 @@ def test_merge_into_the_run_dir_twice(trained_adapter, tmp_path):
     assert model_kind(run) == "merged"
     merge_adapter(run, run / "merged")
     assert json.loads((run / "merged" / "whyrec_model.json").read_text())["merged_from"] == str(run / "adapter")
+
+
+def test_exported_adapter_is_small_fp16_and_loads_back(trained_adapter, tmp_path):
+    """`whyrec tune export`: fp16 safetensors without run-local paths; loaded onto a rebuilt base it
+    gives nearly the logits of the fp32 adapter."""
+    from safetensors.torch import load_file
+
+    from llava_tuning.adapters import export_adapter
+
+    out = export_adapter(trained_adapter, tmp_path / "ship")
+    assert sorted(f.name for f in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "whyrec_model.json"]
+    state = load_file(str(out / "adapter_model.safetensors"))
+    assert state and all(v.dtype == torch.float16 for v in state.values())
+    assert any("multi_modal_projector" in k for k in state)  # the projector travels with the LoRA weights
+    meta = json.loads((out / "whyrec_model.json").read_text())
+    assert meta["init_projector"] == "" and meta["preset"]["cache_dir"] == "var/cache/models"
+    shipped, original = logits(load_model(out)), logits(load_model(trained_adapter))
+    assert not torch.equal(shipped, original)  # really rounded ...
+    torch.testing.assert_close(shipped, original, atol=2e-2, rtol=1e-2)  # ... and still the same model

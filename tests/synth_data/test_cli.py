@@ -75,7 +75,7 @@ def test_synth_generate_openai_backend_from_flags(catalog_dir, tmp_path, capsys,
     with FakeChat(answer_by_item) as srv:
         args = ["synth", "generate", "--backend", "openai", "-n", "5", "--catalog", catalog_dir, "--out", str(tmp_path / "o"),
                 "--base-url", srv.url, "--model", "cli-model", "--api-key-env", "WHYREC_CLI_KEY", "--concurrency", "2",
-                "--cache-dir", str(tmp_path / "cache"), "--kinds", "description=1", "--no-progress"]
+                "--cache-dir", str(tmp_path / "cache"), "--kinds", "question=1", "--no-progress"]
         assert main(args) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["backend"] == "openai" and report["accepted"] == 5

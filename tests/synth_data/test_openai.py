@@ -184,7 +184,7 @@ def test_pipeline_with_openai_backend_filters_and_reruns_from_cache(by_id, image
     catalog = Catalog([by_id[i] for i in ("001", "011", "010", "004")], root=image_dir)  # two good, malformed, liar
     monkeypatch.setenv("WHYREC_TEST_KEY", "sk-pipeline")
     with FakeChat(answer_by_item) as srv:
-        cfg = load_config(None, backend="openai", n=10, out=str(tmp_path / "out"), seed=5, kinds={"question": 1.0, "description": 1.0},
+        cfg = load_config(None, backend="openai", n=10, out=str(tmp_path / "out"), seed=5, kinds={"question": 1.0},
                           openai_base_url=srv.url, openai_model="m", openai_api_key_env="WHYREC_TEST_KEY",
                           openai_cache_dir=str(tmp_path / "cache"), openai_concurrency=3, openai_backoff_s=0.01)
         report = generate(catalog, cfg, progress=False)
@@ -201,3 +201,25 @@ def test_pipeline_with_openai_backend_filters_and_reruns_from_cache(by_id, image
         assert len(srv.requests) == sent  # nothing sent: every request was in the cache
         assert again.generator["requests"] == 0 and again.generator["cache_hits"] == again.attempted
         assert (tmp_path / "out2" / "train.llava.jsonl").read_text() == first.replace(str(tmp_path / "out"), str(tmp_path / "out2"))
+
+
+def test_openai_backend_writes_the_same_kinds(by_id, image_dir, tmp_path):
+    """Describe-from-picture takes the human description (no request sent); a request-aware rationale
+    asks the teacher for the description details that matter and forbids scores; a thin-text task
+    still shows the teacher every fact (only the student's prompt is thin)."""
+    from synth_data.prompts import human_turn, openai_user_text
+    from synth_data.tasks import WITHHOLD, WITHHOLD_ALL
+
+    hoodie = by_id["008"]
+    with FakeChat(answer_by_item) as srv:
+        gen = OpenAIGenerator(config(srv.url, tmp_path))
+        desc = Task("description", [hoodie], question="Describe this item.", withhold=WITHHOLD_ALL)
+        rat = Task("rationale", [hoodie], request="a warm grey hoodie", withhold=WITHHOLD)
+        out = gen.answer_many([desc, rat])
+        assert len(srv.requests) == 1  # only the rationale went to the model
+        assert "drawstring hood" in out[0].text and gen.stats()["human_descriptions"] == 1
+        sent = user_text(srv.requests[0]["body"])
+    assert "description that matter most" in sent and "Never mention scores" in sent
+    assert hoodie.description in sent and "product type: Hoodie" in sent  # the teacher sees everything
+    assert hoodie.description not in human_turn(rat) and "product type" not in human_turn(rat)  # the student does not
+    assert openai_user_text(desc)  # still a valid prompt, should a caller send it

@@ -98,6 +98,9 @@ def test_instructions_in_the_catalog_are_data(catalog, injected_catalog):
         for task in dirty_tasks:
             human = human_turn(task)
             assert human.count("<image>") == 1 and human.startswith("<image>\n")
+            if "description" in task.withhold:  # describe-from-picture and thin-text prompts: no description at all
+                assert "IGNORE ALL PREVIOUS" not in human and "HACKED" not in human
+                continue
             assert human.count("</catalog_data>") == len(task.items)
             inj_at = human.index("IGNORE ALL PREVIOUS")
             block_start = human.rfind("<catalog_data", 0, inj_at)
