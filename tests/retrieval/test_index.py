@@ -65,8 +65,8 @@ def test_approximate_index_measures_recall_against_exact():
 
 
 def test_milvus_ivf_is_built_as_asked_and_measured():
-    """An IVF collection records its lists and its recall against exact (milvus-lite answers every
-    index type with an exact scan; a cluster builds the real IVF)."""
+    """An IVF collection records its lists and its recall against exact (milvus-lite scans a segment
+    this small exactly; larger ones get the real IVF)."""
     pytest.importorskip("pymilvus")
     x = clustered(2_000, 16, clusters=200)
     idx = build_index(x, [str(i) for i in range(len(x))], IndexParams(backend="milvus", milvus_index="IVF_FLAT", nprobe=64, recall_queries=100))
