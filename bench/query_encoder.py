@@ -41,7 +41,7 @@ def main() -> None:
     from retrieval.catalog import Catalog
     from retrieval.config import load_yaml, section
     from retrieval.encoders import EncoderConfig, create_encoder, encode_queries
-    from retrieval.index import VectorIndex
+    from retrieval.index import open_index
     from retrieval.search import CatalogConfig, IndexConfig, SearchConfig, Searcher, load_search_artifacts
 
     torch.set_num_threads(1)
@@ -49,7 +49,7 @@ def main() -> None:
     texts = list(dict.fromkeys(q.text for path in args.queries for q in load_queries(path)))
     catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
     icfg = section(cfg, "index", IndexConfig)
-    index = VectorIndex.load(icfg.dir, replace(icfg.params, threads=1))
+    index = open_index(icfg.dir, replace(icfg.params, threads=1))
     vocab, lexical, fusion = load_search_artifacts(icfg.dir, index)
     scfg = replace(section(cfg, "search", SearchConfig), query_cache_size=0)
     ecfg = replace(section(cfg, "encoder", EncoderConfig), threads=1)

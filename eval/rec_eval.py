@@ -105,13 +105,13 @@ def serving_index(cfg: RecEvalConfig, rc: RecommendConfig):
     if not cfg.recommend_config:
         raise ValueError("recommend.item_vectors is 'index': give recommend_config (the serve YAML with an index: section) "
                          "or item_vectors towers|none|FILE.npy")
-    from retrieval.index import VectorIndex
+    from retrieval.index import open_index
     from retrieval.search import IndexConfig
 
     icfg = section(load_yaml(cfg.recommend_config), "index", IndexConfig)
     if not Path(icfg.dir).exists():
         raise FileNotFoundError(f"index {icfg.dir} (from {cfg.recommend_config}) not found; build it or set item_vectors")
-    return VectorIndex.load(icfg.dir, icfg.params)
+    return open_index(icfg.dir, icfg.params)
 
 
 def load_item_vectors(catalog: Catalog, heads: str | None = None, item_vectors: str | None = None,
