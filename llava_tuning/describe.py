@@ -3,8 +3,9 @@ picture shows, its selling points), written once per index so serving mostly com
 
 `whyrec index describe --config X` reads the config's catalog and index dir and appends to
 `<index dir>/item_text.jsonl` one line per item: {"id", "text", "model", "checked"}. Each text is
-generated under the item's facts (`FactConstraint`) and then judged by the grounding checker
-(synth_data.explain.vet, with no request): a text that fails is written with "checked": false and
+generated under the item's facts (`FactConstraint`), cut to the sentences whose every content word is
+the item's own catalog word (`grounding.catalog_backed_sentences`), and then judged by the grounding
+checker (synth_data.explain.vet, with no request): a text that fails is written with "checked": false and
 its reason, and serving never uses it. The job is batched, shows a tqdm bar, and resumes: ids already
 in the file (or in a shard of an interrupted multi-process run) are skipped. Under `accelerate
 launch` each process describes its share into `item_text.jsonl.rank<N>`, and the main process merges
@@ -22,7 +23,13 @@ from typing import Any, Iterable
 log = logging.getLogger(__name__)
 
 ITEM_TEXT_FILE = "item_text.jsonl"
-DESCRIBE_QUESTION = "Describe this item."
+
+
+def describe_request(product) -> str:
+    """The request the offline text answers: the item's own type. The tuned model's rationale turn
+    (catalog data + photo) is the one that cites description details; the photo-only describe turn
+    of the teacher data invents them at this model size (see data/demo/llava/README.md)."""
+    return (product.attributes.get("product_type") or product.title).lower()
 
 
 def item_text_path(config: str | Path | dict) -> Path:
@@ -59,9 +66,8 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
     from llava_tuning.generate import _image_for
     from retrieval.vocabulary import item_values
     from synth_data.explain import Evidence, vet
-    from synth_data.grounding import forbidden_phrases
-    from synth_data.prompts import human_turn
-    from synth_data.tasks import Task
+    from synth_data.grounding import catalog_backed_sentences, forbidden_phrases
+    from synth_data.prompts import rationale_prompt
 
     products = list(products)
     counts = {"written": 0, "checked": 0, "failed": 0}
@@ -69,14 +75,13 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
     with out.open("a") as f, tqdm(total=len(products), desc="describe items", unit="item", disable=not progress) as bar:
         for start in range(0, len(products), batch_size):
             chunk = products[start : start + batch_size]
-            convs = [[{"from": "human", "value": human_turn(Task("description", [p], question=DESCRIBE_QUESTION), image=True)}]
-                     for p in chunk]
+            convs = [[{"from": "human", "value": rationale_prompt(describe_request(p), p)}] for p in chunk]
             images = [_image_for(p, explainer.image_root) for p in chunk]
             banned = [forbidden_phrases(item_values(p)) for p in chunk]
             texts = explainer.generator.generate(convs, images, banned=banned)
             for p, text in zip(chunk, texts):
-                text = whole_sentences(" ".join(text.split()))
-                _, reason = vet(text, "", p, Evidence(request=""))
+                text = catalog_backed_sentences(whole_sentences(" ".join(text.split())), p)
+                _, reason = vet(text, "", p, Evidence(request="")) if text else (None, "no sentence backed word by word by the catalog")
                 rec: dict[str, Any] = {"id": p.id, "text": text, "model": model_name, "checked": reason is None}
                 if reason:
                     rec["reason"] = reason

@@ -418,3 +418,40 @@ def score_claims(text: str) -> list[str]:
     """Phrases of a text that cite a retrieval score or claim a search rank ('score 0.31',
     'among the closest matches', 'the top result')."""
     return [m.group(0) for m in _SCORE_OR_RANK.finditer(text)]
+
+
+# Words an item sentence may use beyond the item's own catalog words: grammar and the frames the
+# tuned model writes details in ("The description mentions ...", "Good to know: ...").
+_FRAME_WORDS = frozenset("""a an the and or of for to in on at with by from as is are was be it its it's this that these those
+they them their has have having made which who also both each one ones two three pair pack set
+description mentions mention catalog adds says lists good know to details detail features feature item product
+""".split())
+_REQUEST_WORDS = re.compile(r"\b(?:you|your|asked|request|requested|match|matches|fits?|falls?|short|missing|no|not|nothing)\b", re.I)
+
+
+def _stems(word: str) -> set[str]:
+    out = {word}
+    for suffix in ("es", "s", "ed", "ing", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            out.add(word[: -len(suffix)])
+    return out
+
+
+def catalog_backed_sentences(text: str, product: Product) -> str:
+    """The sentences of `text` whose every content word is one of the item's own catalog words (title,
+    description, facts), each with at least two of them. Why: the attribute check judges only
+    vocabulary words, so "a hair-covered watch" would pass it; an item text served without a request
+    must repeat what the catalog says, word by word. Sentences about a request are dropped."""
+    own: set[str] = set()
+    for w in re.findall(r"[a-z0-9]+", _catalog_text(product).lower()):
+        own |= _stems(w)
+    kept = []
+    for sentence in re.split(r"(?<=[.!?])\s+", " ".join((text or "").split())):
+        if not sentence or _REQUEST_WORDS.search(sentence):
+            continue
+        words = re.findall(r"[a-z0-9]+", sentence.lower())
+        content = [w for w in words if w not in _FRAME_WORDS]
+        backed = [w for w in content if _stems(w) & own]
+        if len(backed) >= 2 and len(backed) == len(content) and sentence not in kept:
+            kept.append(sentence if sentence[-1] in ".!?" else sentence + ".")
+    return " ".join(kept)

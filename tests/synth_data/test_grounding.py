@@ -236,3 +236,19 @@ def test_the_sentence_around_a_quote_is_still_judged():
     r = check('You asked for "red trousers"; it is black.', trousers, request="red trousers")
     assert r.ok and {t.value for t in r.quoted} == {"red", "trousers"} and ("colour", "black") in {(t.kind, t.value) for t in r.supported}
     assert not check('You asked for "red trousers"; it is white.', trousers, request="red trousers").ok
+
+
+def test_item_text_keeps_only_sentences_the_catalog_backs_word_by_word():
+    from retrieval.catalog import Product
+    from synth_data.grounding import catalog_backed_sentences
+
+    tee = Product(id="t", title="Fidde tee", colour="White", attributes={"product_type": "T-shirt"},
+                  description="Cropped, boxy-style T-shirt in soft cotton jersey with dropped shoulders and ribbing around the neckline.")
+    text = ("It is a t-shadow, which matches your request. The description mentions dropped shoulders and ribbing "
+            "around the neckline. This is a hair-covered watch. It is a white t-shirt in soft cotton jersey")
+    kept = catalog_backed_sentences(text, tee)
+    # invented words (t-shadow, watch, hair) and request talk go; the description's own details stay
+    assert kept == ("The description mentions dropped shoulders and ribbing around the neckline. "
+                    "It is a white t-shirt in soft cotton jersey.")
+    assert catalog_backed_sentences("It is a red t-shirt.", tee) == ""  # red is not the item's word
+    assert catalog_backed_sentences("", tee) == ""
