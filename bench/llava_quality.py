@@ -83,6 +83,33 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args,
     return rows, desc, timing
 
 
+def _served(model: str, pairs, catalog, args, item_text: Path | None) -> tuple[list[dict], dict]:
+    """What a shopper reads from the served LLaVA backend: the offline item text (`whyrec index
+    describe`'s job, written here for the held-out items) composed with the request's fit/misfit
+    sentences, no live generation."""
+    import tempfile
+
+    import torch
+
+    from llava_tuning.describe import describe_items
+    from llava_tuning.generate import GenerationSettings, ItemTexts, LlavaExplainer
+
+    torch.set_num_threads(args.threads)
+    kwargs = {"cache_dir": args.cache_dir} if args.cache_dir else {}
+    explainer = LlavaExplainer(model=model, settings=GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size),
+                               live_items=0, **kwargs)
+    path = item_text or Path(tempfile.mkdtemp()) / "item_text.jsonl"
+    products = list({p["item_id"]: catalog[p["item_id"]] for p in pairs}.values())
+    t0 = time.perf_counter()
+    counts = describe_items(explainer, [p for p in products], path, str(model), args.batch_size)
+    describe_s = time.perf_counter() - t0
+    explainer.item_texts = ItemTexts.load(path)
+    out = explainer.explain_batch([(p["request"], catalog[p["item_id"]], None) for p in pairs])
+    rows = [{**p, "raw": r.text, "served": r.text, "fallback_reason": r.fallback_reason} for p, r in zip(pairs, out)]
+    return rows, {"describe_s": round(describe_s, 1), "s_per_item": round(describe_s / max(1, len(products)), 3),
+                  "items_with_text": counts["checked"], "items": len(products)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="configs/tune-tiny-offline.yaml", help="YAML with catalog: and synth: (the split fractions)")
@@ -90,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tuned", default="data/demo/llava", help="the tuned adapter (or merged dir)")
     ap.add_argument("--untuned", default="tiny-offline", help="the untuned base preset")
     ap.add_argument("--systems", default="template,untuned,tuned,tuned-free",
-                    help="template, untuned, tuned (constrained decoding, as served), *-free (unconstrained, rationales only)")
+                    help="template, untuned, tuned (constrained decoding, live), *-free (unconstrained, rationales only), "
+                         "served (offline item text composed with the fit/misfit sentences: what /search serves)")
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--describe-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -149,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
                                                  constrained=not free)
             result["timing"][system] = timing
             desc_name = system
+        elif system == "served":
+            rows, timing = _served(args.tuned, pairs, catalog, args, Path(args.out).with_suffix(".item_text.jsonl") if args.out else None)
+            result["timing"][system] = timing
+            desc = []
         else:
-            raise ValueError(f"unknown system {system!r}; known: template, untuned, tuned, untuned-free, tuned-free")
+            raise ValueError(f"unknown system {system!r}; known: template, untuned, tuned, untuned-free, tuned-free, served")
         result["rationales"][system] = rationale_quality(rows, catalog, simple, args.bootstrap, args.seed)
         if desc:
             result["describe_from_picture"][desc_name] = describe_quality(desc, catalog, simple, args.bootstrap, args.seed)

@@ -33,10 +33,14 @@ def describe_request(product) -> str:
 
 
 def item_text_path(config: str | Path | dict) -> Path:
-    """`<index dir>/item_text.jsonl` of a whyrec config."""
+    """The item-text cache of a whyrec config: `serve.explainer_options.item_text` when set (the demo
+    ships its file), else `<index dir>/item_text.jsonl`."""
     from retrieval.config import load_yaml
 
     cfg = load_yaml(config) if not isinstance(config, dict) else config
+    shipped = ((cfg.get("serve") or {}).get("explainer_options") or {}).get("item_text")
+    if shipped:
+        return Path(shipped)
     index_dir = (cfg.get("index") or {}).get("dir")
     if not index_dir:
         raise ValueError("the config has no index.dir: the item-text cache lives beside the index")

@@ -251,4 +251,6 @@ def test_item_text_keeps_only_sentences_the_catalog_backs_word_by_word():
     assert kept == ("The description mentions dropped shoulders and ribbing around the neckline. "
                     "It is a white t-shirt in soft cotton jersey.")
     assert catalog_backed_sentences("It is a red t-shirt.", tee) == ""  # red is not the item's word
+    repeat = "From the description: soft cotton jersey. Good to know: cotton jersey. It has dropped shoulders."
+    assert catalog_backed_sentences(repeat, tee) == "From the description: soft cotton jersey. It has dropped shoulders."
     assert catalog_backed_sentences("", tee) == ""
