@@ -351,7 +351,7 @@ def settle(candidate: Rationale | BaseException, request: str, product: Product,
             candidate.unverified = [f"{t.kind}: {t.value}" for t in result.not_stated]
             candidate.facts_used = candidate.facts_used or [f"{t.kind}: {t.value}" for t in result.supported]
             return candidate
-    log.warning("rationale for %s replaced: %s", product.id, reason)
+    log.debug("rationale for %s replaced: %s", product.id, reason)  # the reason travels in the response (fallback_reason)
     if fallback is not None:
         try:
             out = fallback.explain(request, product, evidence)
