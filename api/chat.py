@@ -145,6 +145,15 @@ class State:
         return replace(self, wanted=dict(self.wanted), excluded=list(self.excluded), words=list(self.words),
                        shown=list(self.shown), seen=list(self.seen), rejected=list(self.rejected))
 
+    def without(self, kinds: Sequence[str]) -> "State":
+        """A copy with these constraints dropped ("price" drops both bounds): a relaxed search."""
+        relaxed = self.copy()
+        for kind in kinds:
+            relaxed.wanted.pop(kind, None)
+            if kind == "price":
+                relaxed.price_min = relaxed.price_max = relaxed.price_note = None
+        return relaxed
+
 
 @dataclass
 class Turn:
@@ -543,11 +552,7 @@ def _listing(engine: Engine, settings: Settings, before: State, state: State, tu
         return _done(ChatAnswer(source, turn=turn.kind, understood=understood, parts=[text]), state)
     intro = understood + ":"
     if dropped:
-        relaxed = state.copy()
-        for kind in dropped:
-            relaxed.wanted.pop(kind, None)
-            if kind == "price":
-                relaxed.price_min = relaxed.price_max = relaxed.price_note = None
+        relaxed = state.without(dropped)
         intro = (f"The catalog has no {describe(state, lower=True)}. The nearest I have are "
                  f"{describe(relaxed, lower=True)} (without the {', '.join(dropped)} you asked for):")
     elif len(hits) < k:
@@ -581,12 +586,8 @@ def _fetch(engine: Engine, state: State, query: Query, turn: Turn, history: Sequ
     """Candidates from the searcher: search for the state; recommend when there is something to be
     like (an anchor, items to go with, or the shopper's purchases)."""
     if dropped:
-        relaxed = state.copy()
-        for kind in dropped:
-            relaxed.wanted.pop(kind, None)
-            if kind == "price":
-                relaxed.price_min = relaxed.price_max = relaxed.price_note = None
-        state, query = relaxed, state_query(engine, relaxed)
+        state = state.without(dropped)
+        query = state_query(engine, state)
         if not query.text.strip():
             return []
     filters = {k: v for k, v in (("price_min", state.price_min), ("price_max", state.price_max)) if v is not None} or None
