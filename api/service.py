@@ -26,12 +26,20 @@ def product_or_404(engine: Engine, item_id: str):
     return product
 
 
+def has_image(engine: Engine, product) -> bool:
+    """Whether /items/{id}/image can serve the item's photo; looked up once per item per engine
+    (a stat per result per request was a tenth of a millisecond each)."""
+    known = engine.memo("has_image", dict)
+    if product.id not in known:
+        path = engine.catalog.image_file(product)
+        known[product.id] = path is not None and path.is_file()
+    return known[product.id]
+
+
 def item_out(engine: Engine, product) -> ItemOut:
-    path = engine.catalog.image_file(product)
-    has_image = path is not None and path.is_file()  # advertise only a photo /items/{id}/image can serve
     return ItemOut(
         id=product.id, title=product.title, description=product.description,
-        image_url=f"/items/{product.id}/image" if has_image else None,
+        image_url=f"/items/{product.id}/image" if has_image(engine, product) else None,
         price=product.price, colour=product.colour, category=list(product.category),
         attributes={str(k): str(v) for k, v in product.attributes.items()},
     )

@@ -13,6 +13,7 @@ is what BM25 matches (every wanted word, none of the negated ones).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass, field, replace
 
 from retrieval.vocabulary import DEFAULT, Term, Vocabulary, tokens
@@ -87,8 +88,16 @@ def read_price(text: str) -> tuple[float | None, float | None, list[tuple[int, i
 
 def read_terms(text: str, vocab: Vocabulary | None = None, kinds: tuple[str, ...] | None = None) -> list[Term]:
     """The attribute terms of `text` (no price reading; token positions as `tokens(text)`): what the
-    grounding checker judges, read the same way a shopper's query is."""
-    return (vocab or DEFAULT).extract_terms(text, kinds)
+    grounding checker judges, read the same way a shopper's query is. Memoised for the shared
+    vocabulary: every served rationale is checked, and its sentences repeat."""
+    if vocab is None or vocab is DEFAULT:
+        return list(_default_terms(text, None if kinds is None else tuple(kinds)))
+    return vocab.extract_terms(text, kinds)
+
+
+@lru_cache(maxsize=65536)
+def _default_terms(text: str, kinds: tuple[str, ...] | None) -> tuple[Term, ...]:
+    return tuple(DEFAULT.extract_terms(text, kinds))
 
 
 def read_query(text: str, kinds: tuple[str, ...] | None = None, vocab: Vocabulary | None = None, similar: bool = True) -> Query:

@@ -354,7 +354,9 @@ def settle(candidate: Rationale | BaseException, request: str, product: Product,
     log.debug("rationale for %s replaced: %s", product.id, reason)  # the reason travels in the response (fallback_reason)
     if fallback is not None:
         try:
-            out = fallback.explain(request, product, evidence)
+            # the template's own text unchecked, so that it is checked once, here (its `explain` settles too)
+            out = (fallback.compose(request, product, evidence) if isinstance(fallback, GroundedExplainer)
+                   else fallback.explain(request, product, evidence))
             why = vet(out.text, request, product, evidence, max_unverified)[1]
         except Exception as err:  # noqa: BLE001 - the plain sentence below still answers
             why = f"error: {type(err).__name__}: {err}"

@@ -179,8 +179,10 @@ def _noun_phrase(t: Term, terms: list[Term], toks: list[str]) -> tuple[list[Term
     return mods, j
 
 
-def read_clause(clause: str) -> tuple[list[str], list[Term], list[Term]]:
-    """One clause read through the vocabulary, with the grammar the vocabulary leaves out:
+@lru_cache(maxsize=65536)
+def read_clause(clause: str) -> tuple[tuple[str, ...], tuple[Term, ...], tuple[Term, ...]]:
+    """One clause read through the vocabulary (memoised: served texts repeat their clauses, and
+    reading one is most of a check), with the grammar the vocabulary leaves out:
     - "not only white" is not a negation;
     - a negated noun phrase with modifiers negates the modifiers, not the noun ("not a plain
       dress" is still a dress), a bare noun stays negated ("not a jacket");
@@ -234,7 +236,8 @@ def read_clause(clause: str) -> tuple[list[str], list[Term], list[Term]]:
         gap = toks[max(_span(prev)) + 1: cur.start]
         if prev.negated and not cur.negated and gap and set(gap) <= _LIST_WORDS and set(gap) & {"or", "nor"}:
             terms[i] = replace(cur, negated=True)
-    return toks, [t for i, t in enumerate(terms) if i not in paired], [t for i, t in enumerate(terms) if i in paired]
+    return (tuple(toks), tuple(t for i, t in enumerate(terms) if i not in paired),
+            tuple(t for i, t in enumerate(terms) if i in paired))
 
 
 def by_word(terms: list[Term]) -> list[list[Term]]:
@@ -297,7 +300,9 @@ def check(text: str, product: Product, request: str | None = None, sources: Iter
     title) may be quoted verbatim without that counting as a claim. `values` skips re-reading the
     item when the caller already has `item_values(product)`."""
     values = item_values(product) if values is None else values
-    judged, quoted_spans = strip_quotations(text, [request or "", _catalog_text(product), *sources])
+    judged, quoted_spans = text, []
+    if _QUOTE_RE.search(text):  # most texts quote nothing: skip normalising every source
+        judged, quoted_spans = strip_quotations(text, [request or "", _catalog_text(product), *sources])
     result = GroundingResult(item_values={k: sorted(v) for k, v in values.items() if v})
     result.quoted = [t for span in quoted_spans for t in extract_terms(span)]
     for readings in claims(judged, result.paired):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from retrieval.catalog import Product
 from retrieval.vocabulary import KINDS, SYNONYMS, extract_terms, item_values
@@ -58,7 +58,8 @@ def join(items: list[str], conj: str = "and") -> str:
 
 @dataclass
 class ItemView:
-    """An item's verified facts, ready to be said: values per kind and a phrase for each."""
+    """An item's verified facts, ready to be said: values per kind and a phrase for each (the
+    phrases asked for on every sentence are worked out once per view)."""
 
     product: Product
     values: dict[str, set[str]] = field(default_factory=dict)
@@ -67,7 +68,7 @@ class ItemView:
         if not self.values:
             self.values = item_values(self.product)
 
-    @property
+    @cached_property
     def facts(self) -> dict[str, str]:
         return self.product.facts()
 
@@ -85,11 +86,11 @@ class ItemView:
         raw = self.facts.get(kind, "") if kind in ("colour", "product_type") else ""
         return surface(kind, value, raw)
 
-    @property
+    @cached_property
     def plural(self) -> bool:
         return (self.first("product_type") or "") in PLURAL_TYPES or self.type_word.endswith(("trousers", "jeans", "leggings", "shorts"))
 
-    @property
+    @cached_property
     def type_word(self) -> str:
         return self.say("product_type") if self.has("product_type") else "item"
 

@@ -172,7 +172,9 @@ def test_every_fallback_carries_its_reason(by_id):
     assert r.text == "The catalog lists it as a white t-shirt." and r.fallback_reason.startswith("grounding: colour")
     assert r.fallback_reason.count("green") >= 1
     r = checked_explain(_Liar(), "a red dress", tee, fallback=_TemplateWithABug())
-    assert r.text.startswith("The catalog lists it as") and "grounding" in r.fallback_reason and "then" in r.fallback_reason
+    # both failures are in the reason: the model's lie and the template's own wording bug
+    assert r.text.startswith("The catalog lists it as") and r.fallback_reason.count("grounding") >= 2
+    assert "red" in r.fallback_reason and "green" in r.fallback_reason
 
 
 def test_registry(by_id):
