@@ -84,7 +84,26 @@ function parseEvent(block) {
     if (line.startsWith("event:")) event = line.slice(6).trim();
     else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
   }
-  return { event, data: data.length ? JSON.parse(data.join("\n")) : null };
+  return { event, data: data.join("\n") };
+}
+
+// The server-sent events of a fetch response, each {event, data (raw text)} handed to onEvent as it
+// arrives: /search/stream here, /v1/chat/completions in chat.js
+async function readEvents(resp, onEvent) {
+  const reader = resp.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      onEvent(parseEvent(block));
+    }
+  }
 }
 
 // POST /search/stream: the ranked items are shown as soon as they come, the "why" lines as they are written
@@ -96,25 +115,15 @@ async function streamSearch(body, label) {
     if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
     throw new Error(detail || `${resp.status} ${resp.statusText}`);
   }
-  const reader = resp.body.getReader();
-  const decoder = new TextDecoder();
-  let buffer = "";
   let shown = null;
   let written = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const ev = parseEvent(buffer.slice(0, cut));
-      buffer = buffer.slice(cut + 2);
-      if (ev.event === "results") { shown = ev.data; renderResults(shown, label, body.explain); }
-      else if (ev.event === "rationale") { fillWhy(ev.data); written += 1; }
-      else if (ev.event === "done" && shown && shown.results.length)
-        setStatus(`${shown.results.length} results ${label} in ${Math.round(shown.took_ms)} ms · ${written} explanations in ${Math.round(ev.data.took_ms)} ms`);
-    }
-  }
+  await readEvents(resp, (ev) => {
+    const data = ev.data ? JSON.parse(ev.data) : null;
+    if (ev.event === "results") { shown = data; renderResults(shown, label, body.explain); }
+    else if (ev.event === "rationale") { fillWhy(data); written += 1; }
+    else if (ev.event === "done" && shown && shown.results.length)
+      setStatus(`${shown.results.length} results ${label} in ${Math.round(shown.took_ms)} ms · ${written} explanations in ${Math.round(data.took_ms)} ms`);
+  });
 }
 
 async function runSearch(event) {

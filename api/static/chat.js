@@ -60,26 +60,13 @@ async function chatSend(event) {
     if (shopper && shopper.value) body.user = shopper.value;
     const resp = await fetch("/v1/chat/completions", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
     if (!resp.ok || !resp.body) throw new Error(`${resp.status} ${resp.statusText}`);
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, cut).trim();
-        buffer = buffer.slice(cut + 2);
-        if (!event.startsWith("data:")) continue;
-        const data = event.slice(5).trim();
-        if (data === "[DONE]") continue;
-        const chunk = JSON.parse(data);
-        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-        if (delta && delta.content) { answer += delta.content; bubble.textContent = answer; chatScroll(); }
-        if (chunk.whyrec) extra = chunk.whyrec;
-      }
-    }
+    await readEvents(resp, (ev) => {  // app.js
+      if (!ev.data || ev.data === "[DONE]") return;
+      const chunk = JSON.parse(ev.data);
+      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.content) { answer += delta.content; bubble.textContent = answer; chatScroll(); }
+      if (chunk.whyrec) extra = chunk.whyrec;
+    });
     chat.messages.push({ role: "assistant", content: answer });
     bubble.setAttribute("data-turn", extra ? extra.turn : "");
     await chatProducts(bubble, extra ? extra.products : []);
