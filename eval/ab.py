@@ -190,6 +190,7 @@ class ABConfig:
 
 def _rankings(model, users: list[str], k: int, keys: np.ndarray, batch: int = 256) -> np.ndarray:
     out = np.empty((len(users), k), np.int64)
+    batch = M.score_batch_rows(len(keys), batch)
     for s in range(0, len(users), batch):
         S = model.score(users[s : s + batch])
         for r, row in enumerate(S):
@@ -230,7 +231,7 @@ def run_ab(catalog, cfg: ABConfig | None = None, data_path: str = "") -> dict[st
     if cfg.b_perturb:
         ranks["b"] = perturb(ranks["b"], cfg.b_perturb, len(catalog), np.random.default_rng(cfg.seed + 7))
     targets = [{data.index[x] for x in split.test[u]} for u in users]
-    groups = np.array([p.group_id or p.id for p in catalog.products], dtype=object)
+    groups = np.array(catalog.groups(), dtype=object)
     res = simulate(ranks["a"], ranks["b"], targets, groups, cfg.sessions, cfg.click, cfg.bootstrap, cfg.alpha, cfg.power, cfg.seed)
     res.update({"data": data_path, "a": cfg.a, "b": cfg.b + (f" (perturbed {cfg.b_perturb:g})" if cfg.b_perturb else ""),
                 "split": split.summary(), "wall_s": round(time.time() - t0, 1)})

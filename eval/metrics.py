@@ -161,6 +161,15 @@ def single_target_ranks(scores: np.ndarray, targets: np.ndarray, keys: np.ndarra
     return ranks, n_cand + hidden
 
 
+SCORE_CELLS = 1 << 25  # (shoppers x items) scores held at once: 128 MB of float32, whatever the catalog size
+
+
+def score_batch_rows(n_items: int, most: int) -> int:
+    """How many shoppers to score at once: at most `most`, and never more than SCORE_CELLS cells
+    (1,024 shoppers x 1M items would be 4 GB)."""
+    return max(1, min(int(most), SCORE_CELLS // max(1, int(n_items))))
+
+
 def top_k(scores: np.ndarray, k: int, keys: np.ndarray, excluded: np.ndarray | None = None) -> np.ndarray:
     """Indices of the k best items (same tie-break as `ranks_of`)."""
     s = np.asarray(scores, dtype=np.float64).copy()

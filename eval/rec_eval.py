@@ -65,7 +65,7 @@ class RecEvalConfig:
     bootstrap: int = 1000
     sampled_negatives: int = 100  # the sampled-AUC variant
     latency_users: int = 30  # shoppers scored one at a time to time each model
-    score_batch: int = 1024  # shoppers scored at once: scores are (batch x items), never (all shoppers x items)
+    score_batch: int = 1024  # shoppers scored at once (fewer on big catalogs: eval.metrics.score_batch_rows), never all x items
     seed: int = 0
     threads: int = 1
 
@@ -299,13 +299,14 @@ def evaluate_recommenders(catalog: Catalog, cfg: RecEvalConfig | None = None, da
                 model = create_recommender(name, specs, ctx).fit(data)
                 timing[name]["fit_s"] += time.time() - t
                 parts: dict[bool, list[np.ndarray]] = {e: [] for e in cfg.exclude_bought}
-                for b in range(0, len(users), cfg.score_batch):  # (batch x items) scores at a time
+                step = M.score_batch_rows(len(catalog), cfg.score_batch)
+                for b in range(0, len(users), step):  # (batch x items) scores at a time
                     t = time.time()
-                    S = model.score_histories(hists[b:b + cfg.score_batch])
+                    S = model.score_histories(hists[b:b + step])
                     timing[name]["score_all_s"] += time.time() - t
                     for e in cfg.exclude_bought:
-                        ex = None if excluded[e] is None else excluded[e][b:b + cfg.score_batch]
-                        metric_names, vals = per_user_metrics(S, targets[b:b + cfg.score_batch], keys, ex, cfg.ks,
+                        ex = None if excluded[e] is None else excluded[e][b:b + step]
+                        metric_names, vals = per_user_metrics(S, targets[b:b + step], keys, ex, cfg.ks,
                                                               cfg.sampled_negatives, cfg.seed, offset + b)
                         parts[e].append(vals)
                 for e in cfg.exclude_bought:

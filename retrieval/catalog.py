@@ -127,6 +127,10 @@ class ProductTable(Sequence):
     def ids(self) -> list[str]:
         return [str(x) for x in self._cols["id"].to_pylist()]
 
+    def column(self, name: str) -> list:
+        """One stored column as Python values, without making a Product per row."""
+        return self._cols[name].to_pylist()
+
 
 class _ById(Mapping):
     """`catalog.by_id`: id -> Product, looked up through the id -> row table (no second copy)."""
@@ -167,6 +171,13 @@ class Catalog:
         self.by_id: Mapping[str, Product] = _ById(self)
         self._interactions_file: Path | None = None
         self.interactions = interactions
+
+    def groups(self) -> list[str]:
+        """Each item's product group (`group_id`, or its own id when it has none), in catalog order:
+        what group splits and "another colour of the same product" go by."""
+        if isinstance(self.products, ProductTable):
+            return [str(g) if g else pid for g, pid in zip(self.products.column("group_id"), self.ids)]
+        return [p.group_id or p.id for p in self.products]
 
     @property
     def interactions(self) -> Interactions:

@@ -142,7 +142,7 @@ def train_and_score(vectors: np.ndarray, catalog: Catalog, has: np.ndarray, cfg:
     from retrieval.encoders.lit import split_groups
 
     labels = np.array([item_label(p, cfg.field) for p in catalog.products])
-    held = split_groups([p.group_id or p.id for p in catalog.products], cfg.holdout, cfg.seed)
+    held = split_groups(catalog.groups(), cfg.holdout, cfg.seed)
     usable = has & (labels != "")
     train, test = usable & ~held, usable & held
     t0 = time.time()

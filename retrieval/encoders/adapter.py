@@ -63,7 +63,7 @@ def train_adapter(encoder: Encoder, catalogs: Sequence[Catalog], out: str | Path
         raise ValueError(f"train_adapter trains kind adapter, not {cfg.kind!r}")
     images, texts, held_ids = [], [], []
     for catalog in catalogs:
-        held = split_groups([p.group_id or p.id for p in catalog.products], cfg.holdout, cfg.seed)
+        held = split_groups(catalog.groups(), cfg.holdout, cfg.seed)
         files = [catalog.image_file(p) for p in catalog.products]
         keep = [i for i, f in enumerate(files) if f is not None and not held[i]]
         images.append(encoder.encode_image([str(files[i]) for i in keep]))

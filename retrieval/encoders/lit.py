@@ -376,7 +376,7 @@ def training_pairs(catalogs: Sequence[Catalog], towers: Towers, holdout: float, 
     images, texts, held_ids = [], [], []
     for catalog in catalogs:
         image, text, has = towers.catalog_features(catalog)
-        held = split_groups([p.group_id or p.id for p in catalog.products], holdout, seed)
+        held = split_groups(catalog.groups(), holdout, seed)
         images.append(image[has & ~held])
         texts.append(text[has & ~held])
         held_ids += [p.id for p, h in zip(catalog.products, held) if h]

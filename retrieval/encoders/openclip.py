@@ -117,7 +117,7 @@ def catalog_pairs(catalogs: Sequence[Catalog], holdout: float, seed: int) -> tup
 
     files, texts, held_ids = [], [], []
     for catalog in catalogs:
-        held = split_groups([p.group_id or p.id for p in catalog.products], holdout, seed)
+        held = split_groups(catalog.groups(), holdout, seed)
         for p, h in zip(catalog.products, held):
             f = catalog.image_file(p)
             if h:

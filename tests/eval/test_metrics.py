@@ -126,3 +126,13 @@ def test_sampled_hit_and_ndcg_are_inflated():
     ex = np.zeros(1000, bool)
     ex[989] = True
     assert m.sampled_metrics(scores, [989], keys, 100, rng, ex) == {"auc": 0.0, "hit@10": 0.0, "ndcg@10": 0.0}
+
+
+def test_scores_are_batched_within_a_memory_bound_at_any_catalog_size():
+    from eval.metrics import SCORE_CELLS, score_batch_rows
+
+    assert score_batch_rows(17_000, 1024) == 1024  # the H&M sample keeps its batches (and its seeded negatives)
+    for n_items in (10, 17_000, 1_000_000, 50_000_000):
+        rows = score_batch_rows(n_items, 1024)
+        assert 1 <= rows <= 1024 and (rows == 1 or rows * n_items <= SCORE_CELLS)
+    assert score_batch_rows(1_000_000, 1024) * 1_000_000 * 4 <= 128 << 20  # float32 scores of one batch: <= 128 MB

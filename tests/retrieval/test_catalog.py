@@ -22,6 +22,8 @@ def test_save_and_load_roundtrip_keeps_every_field(tmp_path):
     assert list(c.products) == products
     assert [(i.user, i.item, i.weight) for i in c.interactions_frame().itertuples()] == [("u1", "a", 1.0), ("u1", "b", 2.0)]
     assert c["b"].image_path is None and c.image_file(c["b"]) is None
+    # product groups come from the stored columns; an item without a group is its own group
+    assert c.groups() == ["g1", "b"] == Catalog(products).groups()
 
 
 def test_duplicate_ids_are_refused_and_missing_catalog_is_explained(tmp_path):
