@@ -52,7 +52,7 @@ class IndexParams:
     use_gpu: bool = True  # only where faiss-gpu is installed and CUDA is present
     milvus_uri: str = ""  # "" = an embedded milvus-lite file inside the index version; http://host:19530 = a cluster
     milvus_token: str = ""  # cluster credentials ("user:password" or an API key); never stored with the index
-    milvus_index: str = "auto"  # a Milvus index type (FLAT, IVF_FLAT, HNSW, ...), or auto (FLAT below exact_below, else IVF_FLAT)
+    milvus_index: str = "auto"  # a Milvus index type (FLAT, IVF_FLAT, HNSW, ...), or auto (a cluster: FLAT below exact_below, else IVF_FLAT; milvus-lite: FLAT)
 
     def __post_init__(self):
         if self.backend not in BACKENDS:

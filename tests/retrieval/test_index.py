@@ -78,6 +78,26 @@ def test_milvus_ivf_is_built_as_asked_and_measured():
         idx.drop()
 
 
+def test_embedded_milvus_is_exact_by_default_and_a_cluster_gets_ivf():
+    """milvus-lite drops search-time nprobe, so auto never leaves it an IVF it cannot tune."""
+    from retrieval.milvus_index import milvus_index_type
+
+    params = IndexParams(backend="milvus", exact_below=1_000)
+    assert milvus_index_type(1_000_000, params, remote=False)[0] == "FLAT"
+    kind, build = milvus_index_type(1_000_000, params, remote=True)
+    assert kind == "IVF_FLAT" and build["nlist"] == 4096
+    assert milvus_index_type(500, params, remote=True)[0] == "FLAT"
+    pytest.importorskip("pymilvus")
+    x = clustered(2_000, 16, clusters=200)
+    idx = build_index(x, [str(i) for i in range(len(x))], IndexParams(backend="milvus", exact_below=100, recall_queries=50))
+    try:
+        assert idx.meta["milvus_index"] == "FLAT" and idx.meta["exact"]
+        _, got = idx.search(x[:5], 10)
+        assert [int(r[0]) for r in got] == [0, 1, 2, 3, 4]  # each vector finds itself first
+    finally:
+        idx.drop()
+
+
 @pytest.mark.parametrize("factory", ["Flat", "IVF64,PQ16x4fs,RFlat"])
 def test_selective_filter_still_returns_k_hits(build, factory):
     x = clustered(5_000 if build.backend == "faiss" else 1_000, 32)
