@@ -419,9 +419,18 @@ _SCORE_OR_RANK = re.compile(
     re.IGNORECASE)
 
 
+# every match of _SCORE_OR_RANK holds one of these (or a digit): most texts hold none, and the
+# pattern itself is tried at every position (a fifth of a served rationale's check)
+_SCORE_HINTS = ("scor", "simil", "rank", "close", "near", "best", "top", "high", "first", "number", "search", "#")
+_DIGIT = re.compile(r"\d")
+
+
 def score_claims(text: str) -> list[str]:
     """Phrases of a text that cite a retrieval score or claim a search rank ('score 0.31',
     'among the closest matches', 'the top result')."""
+    low = text.lower()
+    if not any(h in low for h in _SCORE_HINTS) and not _DIGIT.search(text):
+        return []
     return [m.group(0) for m in _SCORE_OR_RANK.finditer(text)]
 
 

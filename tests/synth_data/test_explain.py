@@ -92,6 +92,18 @@ def test_a_models_score_or_rank_claim_is_replaced_with_the_reason(products, clai
     assert honest.backend == "model" or "score or rank" not in (honest.fallback_reason or "")
 
 
+@pytest.mark.parametrize("text", ["Number One for you", "pick #3", "It came up In The Search.", "our Top Pick", "the HIGHEST result",
+                                  "the nearest hit", "it ranked well", "scored .5", "a -1.2 shift", "Similarity is high",
+                                  "Scores: 7", "the closest two results", "It ranks #1.", "a best match", "the first result"])
+def test_the_quick_score_screen_never_hides_a_claim(text):
+    """score_claims skips texts without any of the pattern's words; on every kind of claim it still
+    finds what the full pattern finds."""
+    from synth_data.grounding import _SCORE_OR_RANK, score_claims
+
+    full = [m.group(0) for m in _SCORE_OR_RANK.finditer(text)]
+    assert full and score_claims(text) == full
+
+
 def test_positive_and_hard_negative_say_what_they_should(by_id):
     ex = GroundedExplainer()
     pos = ex.explain("black leggings for the gym", by_id["001"])
