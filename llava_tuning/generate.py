@@ -485,10 +485,13 @@ class ItemTexts:
             for line in f:
                 if line.strip():
                     rec = json.loads(line)
+                    key = str(rec["id"])  # a later line for an id (a retry) replaces the earlier one
+                    texts.pop(key, None)
+                    failed.pop(key, None)
                     if rec.get("checked") and rec.get("text"):
-                        texts[str(rec["id"])] = ItemText(rec["text"], rec.get("model", "?"))
+                        texts[key] = ItemText(rec["text"], rec.get("model", "?"))
                     else:
-                        failed[str(rec["id"])] = rec.get("reason") or "empty or unchecked"
+                        failed[key] = rec.get("reason") or "empty or unchecked"
         log.info("item-text cache %s: %d items (%d refused by the check)", path, len(texts), len(failed))
         return cls(texts, failed)
 
