@@ -77,6 +77,21 @@ def attempt_plan(product, attempt: int) -> tuple[str, int | None]:
     return turns[attempt % len(turns)], (None if attempt < len(turns) else attempt)
 
 
+def keep_item_text(words: str, product, kept: str = "") -> tuple[str, str | None]:
+    """What of a model's words about an item may be served without a request, added to `kept`: the
+    whole sentences whose every content word is the item's own catalog word (a repeat adds nothing),
+    judged as a whole by the grounding checker. Returns (text, None), or (`kept`, why nothing was added).
+    The offline job and live serving keep item text by this one rule."""
+    from synth_data.explain import Evidence, vet
+    from synth_data.grounding import catalog_backed_sentences
+
+    new = catalog_backed_sentences(f"{kept} {whole_sentences(' '.join(words.split()))}", product)
+    if not new or new == kept:
+        return kept, "no sentence backed word by word by the catalog"
+    _, reason = vet(new, "", product, Evidence(request=""))
+    return (new, None) if reason is None else (kept, reason)
+
+
 def _records(path: Path) -> dict[str, dict]:
     """The last line per id in the file and its shards (a retried item has a later line)."""
     out: dict[str, dict] = {}
@@ -125,10 +140,7 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
     from tqdm import tqdm
 
     from llava_tuning.generate import _image_for
-    from retrieval.vocabulary import item_values
     from synth_data.details import stated_facts
-    from synth_data.explain import Evidence, vet
-    from synth_data.grounding import catalog_backed_sentences, forbidden_phrases
 
     if attempts < 1 or min_facts < 0:
         raise ValueError("attempts must be >= 1 and min_facts >= 0")
@@ -157,21 +169,14 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
                     s = dataclasses.replace(settings, do_sample=seed is not None, seed=seed)
                     texts = explainer.generator.generate([[{"from": "human", "value": t}] for t in turns],
                                                          [images[p.id] for p in group], s,
-                                                         banned=[forbidden_phrases(item_values(p)) for p in group])
+                                                         banned=[explainer.item_banned(p) for p in group])
                     counts["generated"] += len(group)
                     counts["retried"] += sum(1 for p in group if state[p.id]["attempts"] > 0)
                     for p, text in zip(group, texts):
                         st = state[p.id]
                         st["attempts"] += 1
-                        new = catalog_backed_sentences(st["text"] + " " + whole_sentences(" ".join(text.split())), p)
-                        if not new or new == st["text"]:
-                            if not st["text"]:
-                                st["reason"] = "no sentence backed word by word by the catalog"
-                            continue
-                        _, reason = vet(new, "", p, Evidence(request=""))
-                        if reason is None:
-                            st["text"], st["reason"] = new, None
-                        elif not st["text"]:
+                        st["text"], reason = keep_item_text(text, p, st["text"])
+                        if not st["text"]:
                             st["reason"] = reason
             for p in chunk:
                 st = state[p.id]
