@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--cache-dir", default=None, help="where the assembled base lives (default: the preset's)")
+    ap.add_argument("--no-describe", action="store_true", help="rationales only: skip describe-from-picture for the LLaVA systems")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON here, and the texts beside it (.texts.jsonl)")
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         elif system in ("untuned", "tuned", "untuned-free", "tuned-free"):
             model = args.untuned if system.startswith("untuned") else args.tuned
             free = system.endswith("-free")  # without constrained decoding; rationales only (describe is never constrained)
-            rows, desc, timing = _generate_llava(system, model, pairs, [] if free else describe_items, catalog, args,
+            rows, desc, timing = _generate_llava(system, model, pairs, [] if free or args.no_describe else describe_items, catalog, args,
                                                  constrained=not free)
             words = timing.pop("words_rows")  # the model's own words alone ("raw") and what of them is kept ("served")
             result["rationales"][f"{system}-words"] = rationale_quality(words, catalog, simple, args.bootstrap, args.seed)

@@ -441,16 +441,17 @@ def catalog_backed_sentences(text: str, product: Product) -> str:
     """The sentences of `text` whose every content word is one of the item's own catalog words (title,
     description, facts), each with at least two of them. Why: the attribute check judges only
     vocabulary words, so "a hair-covered watch" would pass it; an item text served without a request
-    must repeat what the catalog says, word by word. Sentences about a request, and sentences that add
-    no word to those kept before them, are dropped."""
+    must repeat what the catalog says, word by word. Sentences about a request (a request word such as
+    "you", "fits", "short" that is not the item's own catalog word), and sentences that add no word to
+    those kept before them, are dropped."""
     own: set[str] = set()
     for w in re.findall(r"[a-z0-9]+", _catalog_text(product).lower()):
         own |= _stems(w)
     kept: list[str] = []
     said: set[str] = set()
     for sentence in re.split(r"(?<=[.!?])\s+", " ".join((text or "").split())):
-        if not sentence or _REQUEST_WORDS.search(sentence):
-            continue
+        if not sentence or any(not (_stems(m.group(0).lower()) & own) for m in _REQUEST_WORDS.finditer(sentence)):
+            continue  # talk about a request; a request word the catalog itself uses ("short sleeves", "regular fit") is the item's
         words = re.findall(r"[a-z0-9]+", sentence.lower())
         content = [w for w in words if w not in _FRAME_WORDS]
         backed = [w for w in content if _stems(w) & own]
