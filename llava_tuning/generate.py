@@ -1,10 +1,13 @@
 """Rationales from a (tuned) LLaVA: batched greedy or sampled generation, and the `llava` explainer.
 
-The prompt is synth_data's `rationale_prompt` (the item's image, its catalog facts and the
-shopper's request), the very human turn the model was tuned on; purchase history, when given, is
-added as one more data line. Every output goes through synth_data's one check-and-fallback path
-(`settle`): a rationale that contradicts a catalog fact, states one the catalog does not back, or
-is empty is replaced by the grounded template explainer's, with `fallback_reason` saying why.
+A served rationale is composed: the request's fit/misfit sentences are the grounded template's,
+and the model writes what it says about the item (offline, `whyrec index describe`, or live for an
+item without cached text: the same turn, `describe.describe_turns`, decoded under the item's facts
+with no word exempt, kept by the same rule, `describe.keep_item_text`). Every output goes through
+synth_data's one check-and-fallback path (`settle`): a text that contradicts a catalog fact, states
+one the catalog does not back, or is empty is replaced by the grounded template explainer's, with
+`fallback_reason` saying why. `explain_prompt` (synth_data's `rationale_prompt` with the shopper's
+request and purchases, the turn the live path used before) is no longer served.
 """
 from __future__ import annotations
 

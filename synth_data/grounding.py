@@ -368,7 +368,9 @@ def forbidden_phrases(values: Mapping[str, set[str]], request: str | None = None
     Exempt, so that honest sentences stay possible: phrases the request or a source (a purchased
     item's title) contains verbatim, and every word for a value the request names ("you asked for
     red, but it is black"; "not red"). The post-check still judges what is said with them. Also
-    exempt: a phrase that starts an allowed longer one ("shirt" of "shirt dress" for a dress)."""
+    exempt: a phrase that starts an allowed longer one ("shirt" of "shirt dress" for a dress). Serving
+    passes a request only where the model answers the shopper's own words (llava's `answer_stream`);
+    the item text it composes rationales from is constrained with no request, so nothing is exempt."""
     key = (tuple(sorted((k, tuple(sorted(v))) for k, v in values.items() if v)), request or "", tuple(sources), unverified)
     return list(_forbidden(*key))
 
