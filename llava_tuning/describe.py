@@ -152,9 +152,11 @@ def describe_items(explainer, products: Iterable, out: Path, model_name: str, ba
     with out.open("a") as f, tqdm(total=len(products), desc="describe items", unit="item", disable=not progress) as bar:
         for start in range(0, len(products), batch_size):
             chunk = products[start : start + batch_size]
-            state = {p.id: {"text": (previous.get(p.id) or {}).get("text", "") if (previous.get(p.id) or {}).get("checked") else "",
-                            "attempts": int((previous.get(p.id) or {}).get("attempts", 1)) if p.id in previous else 0,
-                            "reason": (previous.get(p.id) or {}).get("reason")} for p in chunk}
+            state = {}
+            for p in chunk:  # a line without "attempts" was written by the one-attempt job
+                prev = previous.get(p.id) or {}
+                state[p.id] = {"text": prev.get("text") or "" if prev.get("checked") else "",
+                               "attempts": int(prev.get("attempts", 1)) if prev else 0, "reason": prev.get("reason")}
             images = {p.id: _image_for(p, explainer.image_root) for p in chunk}
             while True:
                 todo = [p for p in chunk if state[p.id]["attempts"] < attempts
