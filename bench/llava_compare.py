@@ -7,7 +7,8 @@ Items and requests: the first N distinct items of the rationale records in the h
 `whyrec synth generate` (split by product group, so no training item shares a group with them); the
 records' answers are the references. Metrics come from the project's explanation evaluation
 (`eval.explain_eval.evaluate_explanations`, with bootstrap intervals), per backend, on the model's own
-text before any fallback ("<name>") and on what a shopper is served ("<name>-served"):
+text before any fallback ("<name>": the template's fit/misfit sentences and the model's words about the
+item, composed as `LlavaExplainer.explain_iter` composes them) and on what a shopper is served ("<name>-served"):
 - grounding_precision: mean per rationale of supported / (supported + contradicted) claims
   (`synth_data.grounding.check`; 1.0 for a rationale without claims), and `grounding_precision_micro`:
   the share of all stated attribute values that are true (contradicted claims / all claims, pooled);
@@ -72,15 +73,16 @@ def run_llava(name: str, model: str, rows: list[dict], args) -> dict:
     load_s = time.perf_counter() - t0
     items = [(r["request"], r["product"], gather_evidence(r["request"], r["product"])) for r in rows]
     start = time.perf_counter()
-    raw: list[str] = []
+    words: list[str] = []
     tokens: list[int] = []
-    for i in range(0, len(items), args.batch_size):
-        raw += ex.raw(items[i : i + args.batch_size])
+    for i in range(0, len(items), args.batch_size):  # the live path: the model writes about each item
+        words += ex.item_words([p for _, p, _ in items[i : i + args.batch_size]])
         tokens += ex.generator.last_new_tokens
-        logging.info("%s: %d/%d rationales, %.1f s", name, len(raw), len(items), time.perf_counter() - start)
+        logging.info("%s: %d/%d rationales, %.1f s", name, len(words), len(items), time.perf_counter() - start)
     batch_s = (time.perf_counter() - start) / len(items)
-    for row, text, item in zip(rows, raw, items):
-        served = ex._checked(text, *item)
+    for row, said, item in zip(rows, words, items):
+        text = f"{ex.fallback.compose(*item).text} {said}".strip()  # composed, before any check
+        served = ex.from_words(*item, said)  # as explain_iter serves it
         row["texts"][name] = text
         row["texts"][f"{name}-served"] = served.text
         row["fallback"][f"{name}-served"] = served.fallback_reason
@@ -88,7 +90,7 @@ def run_llava(name: str, model: str, rows: list[dict], args) -> dict:
     ex.generator.settings.batch_size = 1
     for item in items[: args.latency_sample]:
         t = time.perf_counter()
-        ex.raw([item])
+        ex.item_words([item[1]])
         single.append(time.perf_counter() - t)
     return {"model": model, "load_s": round(load_s, 1), "batch_size": args.batch_size,
             "latency_s_per_rationale_batch": round(batch_s, 3),
