@@ -17,6 +17,12 @@ pairs are misfits. Per system, on the model's own text ("raw") and on what a sho
 - description_facts_per_fitting_rationale: description facts the text states that the request did
   not name (`informativeness`);
 - fallback_rate: served texts replaced by the template (each with its reason).
+The LLaVA systems are measured on the live serving path (`LlavaExplainer.item_words` + `from_words`,
+what `explain_iter` does for an item without cached text): the model writes about the item (no request
+in its turn; `tuned` decodes under FactConstraint with no word exempt), "raw" is the request's fit/misfit
+sentences followed by the model's whole sentences, unfiltered, and "served" is the composition of the
+catalog-backed ones. `<system>-words` scores the model's words alone (raw) and what of them is kept
+(served; its fallback = nothing kept). Runs before 2026-11-30 22:00 measured the rationale turn instead.
 Describe-from-picture: the model sees only the photo (no title, attributes or description) and is
 scored against the human description (BLEU-4, ROUGE-L) and on the colour / type / pattern it states.
 The template cannot see pictures: its row there is `template-facts`, a description written from the
@@ -43,7 +49,7 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args,
     import torch
 
     from llava_tuning.generate import GenerationSettings, LlavaExplainer, _image_for
-    from synth_data.explain import Rationale, gather_evidence, settle
+    from synth_data.explain import gather_evidence
     from synth_data.prompts import describe_prompt
     from synth_data.tasks import DESCRIBE_Q
 
@@ -58,17 +64,24 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args,
     explainer = LlavaExplainer(model=model, settings=settings, **kwargs)
     constrained = bool(getattr(explainer, "constrained", False))
     load_s = time.perf_counter() - t0
+    from llava_tuning.describe import keep_item_text, whole_sentences
+
     items = [(p["request"], catalog[p["item_id"]], gather_evidence(p["request"], catalog[p["item_id"]])) for p in pairs]
     t0 = time.perf_counter()
-    raw = explainer.raw(items)
+    words = explainer.item_words([prod for _, prod, _ in items])  # the live path: the model writes about the item
     rat_s = time.perf_counter() - t0
-    rows = []
-    for p, text, (req, prod, ev) in zip(pairs, raw, items):
-        served = settle(Rationale(text=text, facts_used=[], backend="llava"), req, prod, ev, explainer.fallback)
-        rows.append({**p, "raw": text, "served": served.text, "fallback_reason": served.fallback_reason})
+    rows, word_rows = [], []
+    for p, said, (req, prod, ev) in zip(pairs, words, items):
+        said = whole_sentences(" ".join(said.split()))
+        raw = f"{explainer.fallback.compose(req, prod, ev).text} {said}".strip()  # composed, before any filter or check
+        served = explainer.from_words(req, prod, ev, said)  # as explain_iter serves it
+        rows.append({**p, "raw": raw, "served": served.text, "fallback_reason": served.fallback_reason})
+        kept, reason = keep_item_text(said, prod)
+        word_rows.append({**p, "raw": said, "served": kept, "fallback_reason": reason if not kept else None})
+    timing = {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "constrained": constrained,
+              "s_per_rationale": round(rat_s / max(1, len(pairs)), 3), "words_rows": word_rows}
     if not describe_items:
-        return rows, [], {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "constrained": constrained,
-                          "s_per_rationale": round(rat_s / max(1, len(pairs)), 3)}
+        return rows, [], timing
     # describe-from-picture is never constrained: the constraint knows the item's facts, the photo must carry them
     convs = [[{"from": "human", "value": describe_prompt(DESCRIBE_Q[0])}] for _ in describe_items]
     images = [_image_for(p, None) for p in describe_items]
@@ -77,9 +90,8 @@ def _generate_llava(name: str, model: str, pairs, describe_items, catalog, args,
                                                                            batch_size=args.batch_size))
     desc_s = time.perf_counter() - t0
     desc = [{"item_id": p.id, "text": t} for p, t in zip(describe_items, texts)]
-    timing = {"load_s": round(load_s, 1), "rationales_s": round(rat_s, 1), "describe_s": round(desc_s, 1), "constrained": constrained,
-              "s_per_rationale": round(rat_s / max(1, len(pairs)), 3)}
-    log.info("%s: %s", name, timing)
+    timing["describe_s"] = round(desc_s, 1)
+    log.info("%s: %s", name, {k: v for k, v in timing.items() if k != "words_rows"})
     return rows, desc, timing
 
 
@@ -91,7 +103,7 @@ def _served(model: str, pairs, catalog, args, item_text: Path | None) -> tuple[l
 
     import torch
 
-    from llava_tuning.describe import describe_items
+    from llava_tuning.describe import _records, describe_items, finished, merge_shards
     from llava_tuning.generate import GenerationSettings, ItemTexts, LlavaExplainer
 
     torch.set_num_threads(args.threads)
@@ -100,14 +112,20 @@ def _served(model: str, pairs, catalog, args, item_text: Path | None) -> tuple[l
                                live_items=0, **kwargs)
     path = item_text or Path(tempfile.mkdtemp()) / "item_text.jsonl"
     products = list({p["item_id"]: catalog[p["item_id"]] for p in pairs}.values())
+    previous = _records(path)  # resumes: an earlier run's file (e.g. copied beside --out) is tried on, not redone
+    todo = [p for p in products if p.id not in previous or not finished(previous[p.id], args.attempts, args.min_facts, p)]
     t0 = time.perf_counter()
-    counts = describe_items(explainer, [p for p in products], path, str(model), args.batch_size)
+    counts = describe_items(explainer, todo, path, str(model), args.batch_size, attempts=args.attempts,
+                            min_facts=args.min_facts, previous=previous)
     describe_s = time.perf_counter() - t0
+    merge_shards(path)
     explainer.item_texts = ItemTexts.load(path)
+    with_text = sum(1 for p in products if explainer.item_texts.get(p.id) is not None)
     out = explainer.explain_batch([(p["request"], catalog[p["item_id"]], None) for p in pairs])
     rows = [{**p, "raw": r.text, "served": r.text, "fallback_reason": r.fallback_reason} for p, r in zip(pairs, out)]
-    return rows, {"describe_s": round(describe_s, 1), "s_per_item": round(describe_s / max(1, len(products)), 3),
-                  "items_with_text": counts["checked"], "items": len(products)}
+    return rows, {"describe_s": round(describe_s, 1), "described": len(todo), "generated": counts["generated"],
+                  "s_per_generation": round(describe_s / max(1, counts["generated"]), 3),
+                  "items_with_text": with_text, "items": len(products), "attempts": args.attempts, "min_facts": args.min_facts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,11 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", default="template,untuned,tuned,tuned-free",
                     help="template, untuned, tuned (constrained decoding, live), *-free (unconstrained, rationales only), "
                          "served (offline item text composed with the fit/misfit sentences: what /search serves)")
+    ap.add_argument("--attempts", type=int, default=3, help="served: turns tried per item while its offline text is refused or thin")
+    ap.add_argument("--min-facts", type=int, default=2, help="served: description facts an offline item text should state")
     ap.add_argument("--max-new-tokens", type=int, default=80)
     ap.add_argument("--describe-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     ap.add_argument("--cache-dir", default=None, help="where the assembled base lives (default: the preset's)")
+    ap.add_argument("--no-describe", action="store_true", help="rationales only: skip describe-from-picture for the LLaVA systems")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="also write the JSON here, and the texts beside it (.texts.jsonl)")
@@ -173,8 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         elif system in ("untuned", "tuned", "untuned-free", "tuned-free"):
             model = args.untuned if system.startswith("untuned") else args.tuned
             free = system.endswith("-free")  # without constrained decoding; rationales only (describe is never constrained)
-            rows, desc, timing = _generate_llava(system, model, pairs, [] if free else describe_items, catalog, args,
+            rows, desc, timing = _generate_llava(system, model, pairs, [] if free or args.no_describe else describe_items, catalog, args,
                                                  constrained=not free)
+            words = timing.pop("words_rows")  # the model's own words alone ("raw") and what of them is kept ("served")
+            result["rationales"][f"{system}-words"] = rationale_quality(words, catalog, simple, args.bootstrap, args.seed)
+            dump += [{"system": f"{system}-words", "kind": "rationale", **r} for r in words]
             result["timing"][system] = timing
             desc_name = system
         elif system == "served":

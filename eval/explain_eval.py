@@ -314,24 +314,12 @@ class WordListChecker:
         return good, bad, wrong
 
 
-def description_facts(product) -> list[frozenset[str]]:
-    """The description's facts as content-word sets, one per comma/'and'/'with' chunk ('a turtle neck', 'jumper in a soft knit')."""
-    chunks = _re.split(r"[.;:]|,|\band\b|\bwith\b", product.description.lower())
-    out = []
-    for c in chunks:
-        words = frozenset(w for w in _re.findall(r"[a-z][a-z-]+", c) if w not in _STOP and len(w) > 2)
-        if words and words not in out:
-            out.append(words)
-    return out
-
-
 def informativeness(text: str, product, request: str) -> int:
-    """Distinct description facts a text states that the request did not name: a fact counts when all its
-    content words are in the text and not all of them are in the request or the item's attribute values."""
-    said = set(_re.findall(r"[a-z][a-z-]+", text.lower()))
-    named = set(_re.findall(r"[a-z][a-z-]+", request.lower()))
-    attrs = set(_re.findall(r"[a-z][a-z-]+", " ".join(str(v) for v in product.facts().values()).lower()))
-    return sum(1 for f in description_facts(product) if f <= said and not f <= (named | attrs))
+    """Distinct description facts a text states that the request did not name (synth_data.details.stated_facts:
+    one definition, which the offline item-text job also aims at)."""
+    from synth_data.details import stated_facts
+
+    return stated_facts(text, product, request)
 
 
 def honest_about_misfit(text: str, product, request: str, contradicted: bool) -> bool:

@@ -79,6 +79,9 @@ def register_describe(subparsers) -> None:
     d.add_argument("--limit", type=int, help="only the first N catalog items (a trial run)")
     d.add_argument("--ids", help="only these item ids, comma-separated")
     d.add_argument("--max-new-tokens", type=int, default=64)
+    d.add_argument("--attempts", type=int, default=3,
+                   help="turns tried per item while its text is refused or thin (own type, colour + type, a detail question; then sampled)")
+    d.add_argument("--min-facts", type=int, default=2, help="description facts an item text should state (more attempts until then)")
     d.add_argument("--threads", type=int, help="torch CPU threads")
     d.add_argument("--cache-dir", help="model cache for the base")
     d.add_argument("--out", help="write here instead of <index dir>/item_text.jsonl (serve it with explainer_options.item_text)")
@@ -91,7 +94,7 @@ def _describe(args: argparse.Namespace) -> int:
 
     overrides = {"cache_dir": args.cache_dir} if args.cache_dir else {}
     res = describe_catalog(args.config, args.model, args.batch_size, args.limit, _list(args.ids), args.threads, args.out,
-                           settings=GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size), **overrides)
+                           attempts=args.attempts, min_facts=args.min_facts, settings=GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size), **overrides)
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(res, indent=2))
     return 0

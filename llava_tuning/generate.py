@@ -1,10 +1,13 @@
 """Rationales from a (tuned) LLaVA: batched greedy or sampled generation, and the `llava` explainer.
 
-The prompt is synth_data's `rationale_prompt` (the item's image, its catalog facts and the
-shopper's request), the very human turn the model was tuned on; purchase history, when given, is
-added as one more data line. Every output goes through synth_data's one check-and-fallback path
-(`settle`): a rationale that contradicts a catalog fact, states one the catalog does not back, or
-is empty is replaced by the grounded template explainer's, with `fallback_reason` saying why.
+A served rationale is composed: the request's fit/misfit sentences are the grounded template's,
+and the model writes what it says about the item (offline, `whyrec index describe`, or live for an
+item without cached text: the same turn, `describe.describe_turns`, decoded under the item's facts
+with no word exempt, kept by the same rule, `describe.keep_item_text`). Every output goes through
+synth_data's one check-and-fallback path (`settle`): a text that contradicts a catalog fact, states
+one the catalog does not back, or is empty is replaced by the grounded template explainer's, with
+`fallback_reason` saying why. `explain_prompt` (synth_data's `rationale_prompt` with the shopper's
+request and purchases, the turn the live path used before) is no longer served.
 """
 from __future__ import annotations
 
@@ -257,6 +260,7 @@ class Generator:
 
 
 CLAUSE_END = re.compile(r"[.!?;:,](?=\s)")
+SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
 def checked_stream(pieces: Iterator[str], product: Product, request: str | None, sources: Sequence[str],
@@ -314,8 +318,9 @@ class LlavaExplainer:
 
     Serving (`explain_batch`, `explain_iter`): an item whose text the model wrote offline
     (`item_text`: `whyrec index describe` -> item_text.jsonl) is answered at once by composing the
-    request-aware fit/misfit sentences (the grounded template's) with that text; the others are
-    generated live, in batched calls (`settings.batch_size` each), at most `live_items` per call
+    request-aware fit/misfit sentences (the grounded template's) with that text; for the others the
+    model writes the item text live (the same turn, kept by the same rule, composed the same way:
+    `from_words`), in batched calls (`settings.batch_size` each), at most `live_items` per call
     (None: all; the server sets it) and `concurrency` generate calls at once in the process. An item neither cached nor in the live budget gets the grounded rationale,
     with the reason. Every text goes through `settle`."""
 
@@ -348,21 +353,51 @@ class LlavaExplainer:
         self.last_latency_s: float | None = None
 
     def banned(self, request: str, product: Product, evidence: Evidence | None) -> list[str]:
-        """What the model may not write about this item for this request ([] when unconstrained)."""
+        """What the model may not write when it answers the shopper's own words (`answer_stream`: "is it
+        red?" -> "it is not red" must stay writable, so the words asked about are exempt; [] when
+        unconstrained). Item text, which names no request, is constrained by `item_banned`."""
         if not self.constrained:
             return []
         sources = [h.title for h in evidence.history] if evidence is not None else []
         return forbidden_phrases(item_values(product), request, sources)
 
-    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]], one_call: bool = False) -> list[str]:
-        """The model's unchecked texts for (request, product, evidence) triples (for evaluation).
-        `one_call`: all of them in one generate call, whatever the settings' batch size (a response)."""
-        convs = [[{"from": "human", "value": explain_prompt(r, p, e)}] for r, p, e in items]
-        images = [_image_for(p, self.image_root) for _, p, _ in items]
+    def item_banned(self, product: Product) -> list[str]:
+        """What the model may not write about an item without a request: every colour, type, pattern and
+        material word the catalog contradicts or does not back, none exempt ([] when unconstrained)."""
+        return forbidden_phrases(item_values(product)) if self.constrained else []
+
+    def item_words(self, products: Sequence[Product], one_call: bool = False) -> list[str]:
+        """The model's own words about each item (the offline job's first turn, `describe.describe_turns`),
+        decoded under the item's facts; unchecked. `one_call`: one generate call (a response)."""
+        from llava_tuning.describe import describe_turns
+
+        convs = [[{"from": "human", "value": describe_turns(p)[0]}] for p in products]
+        images = [_image_for(p, self.image_root) for p in products]
         settings = self.generator.settings
-        if one_call and len(items) > settings.batch_size:
-            settings = dataclasses.replace(settings, batch_size=len(items))
-        return self.generator.generate(convs, images, settings, banned=[self.banned(r, p, e) for r, p, e in items])
+        if one_call and len(products) > settings.batch_size:
+            settings = dataclasses.replace(settings, batch_size=len(products))
+        return self.generator.generate(convs, images, settings, banned=[self.item_banned(p) for p in products])
+
+    def raw(self, items: Sequence[tuple[str, Product, Evidence | None]], one_call: bool = False) -> list[str]:
+        """What the live path composes before any check (for evaluation): the request's fit/misfit
+        sentences followed by the model's own words about the item, unfiltered."""
+        items = [(r, p, e if e is not None else gather_evidence(r, p)) for r, p, e in items]
+        from llava_tuning.describe import whole_sentences
+
+        words = self.item_words([p for _, p, _ in items], one_call)
+        return [f"{self.fallback.compose(r, p, e).text} {whole_sentences(' '.join(w.split()))}".strip()
+                for (r, p, e), w in zip(items, words)]
+
+    def from_words(self, request: str, product: Product, evidence: Evidence, words: str, source: str = "live") -> Rationale:
+        """A rationale from the model's words about an item, as served: its catalog-backed sentences
+        (`describe.keep_item_text`, the offline job's rule) composed like cached item text; with none
+        kept, the grounded rationale with the reason."""
+        from llava_tuning.describe import keep_item_text
+
+        kept, reason = keep_item_text(words, product)
+        if not kept:
+            return settle(RuntimeError(f"the model's item text was refused: {reason}"), request, product, evidence, self.fallback)
+        return self.compose(request, product, evidence, ItemText(kept, source))
 
     def explain_batch(self, items: Sequence[tuple[str, Product, Evidence | None]]) -> list[Rationale]:
         out: list[Rationale | None] = [None] * len(items)
@@ -388,21 +423,20 @@ class LlavaExplainer:
                 yield i, settle(RuntimeError(why), r, p, e, self.fallback)
         if not live:
             return
-        batch = [items[i] for i in live]
         start = time.perf_counter()
         try:
-            with self.gate:
-                texts: list[str | BaseException] = list(self.raw(batch, one_call=True))
+            with self.gate:  # the model writes what it says about each item; the request's part is composed
+                texts: list[str | BaseException] = list(self.item_words([items[i][1] for i in live], one_call=True))
         except Exception as err:  # the model failed: every live item falls back, saying why
             log.warning("llava generation failed: %s", err)
-            texts = [err] * len(batch)
-        self.last_latency_s = (time.perf_counter() - start) / max(1, len(batch))
+            texts = [err] * len(live)
+        self.last_latency_s = (time.perf_counter() - start) / max(1, len(live))
         for i, text in zip(live, texts):
             r, p, e = items[i]
             if isinstance(text, BaseException):
                 yield i, settle(text, r, p, e, self.fallback)
             else:
-                yield i, self._checked(text, r, p, e)
+                yield i, self.from_words(r, p, e, text, source=f"{self.backend} live")
 
     def compose(self, request: str, product: Product, evidence: Evidence, item_text: "ItemText") -> Rationale:
         """The request-aware sentences (what fits, what does not: the grounded template's) followed
@@ -416,23 +450,49 @@ class LlavaExplainer:
         return self.explain_batch([(request, product, evidence)])[0]
 
     def explain_stream(self, request: str, product: Product, evidence: Evidence | None = None) -> Gen[str, None, Rationale]:
-        """The rationale's words as the model writes them (checked clause by clause); returns the Rationale.
-        When the model's first clause already fails, the grounded rationale is sent instead."""
+        """The rationale as it is written, composed like every llava rationale: the request's fit/misfit
+        sentences at once, then the model's item text sentence by sentence, each sent once it is kept
+        by the offline job's rule (`describe.keep_item_text`); returns the Rationale. When no sentence is
+        kept, what was sent is the grounded rationale, with the reason."""
+        from llava_tuning.describe import describe_turns, keep_item_text
+
         evidence = evidence if evidence is not None else gather_evidence(request, product)
-        conv = [{"from": "human", "value": explain_prompt(request, product, evidence)}]
-        stop = threading.Event()
-        sources = [h.title for h in evidence.history]
-        pieces = self.generator.stream(conv, _image_for(product, self.image_root), stop=stop,
-                                       banned=self.banned(request, product, evidence))
-        said, reasons = yield from checked_stream(pieces, product, request, sources, stop)
-        if said.strip():
-            used = [f"{t.kind}: {t.value}" for t in check(said, product, request=request, sources=sources).supported]
-            reason = ("grounding: " + "; ".join(reasons) + " (stopped after the checked part)") if reasons else None
-            return Rationale(text=said.strip(), facts_used=used, backend=self.backend, fallback_reason=reason)
-        out = self.fallback.explain(request, product, evidence)
-        out.fallback_reason = "grounding: " + "; ".join(reasons) if reasons else "empty output"
-        yield out.text
-        return out
+        head = settle(self.fallback.compose(request, product, evidence), request, product, evidence)
+        yield head.text
+        cached = self.item_texts.get(product.id)
+        kept, reason = (cached.text, None) if cached is not None else ("", "empty output")
+        if cached is None:
+            stop = threading.Event()
+            pieces = self.generator.stream([{"from": "human", "value": describe_turns(product)[0]}], _image_for(product, self.image_root),
+                                           stop=stop, banned=self.item_banned(product))
+            buffer = ""
+            for piece in pieces:
+                buffer += piece
+                ends = list(SENTENCE_END.finditer(buffer))
+                if not ends:
+                    continue
+                cut = ends[-1].end()
+                new, why = keep_item_text(buffer[:cut], product, kept)
+                buffer = buffer[cut:]
+                if new != kept:
+                    yield " " + new[len(kept):].strip()
+                    kept, reason = new, None
+                elif not kept:
+                    reason = why
+            if buffer.strip():  # the last sentence ends the text, with no space after it
+                new, why = keep_item_text(buffer, product, kept)
+                if new != kept:
+                    yield " " + new[len(kept):].strip()
+                    kept, reason = new, None
+                elif not kept:
+                    reason = why
+        else:
+            yield " " + kept
+        if not kept:
+            head.fallback_reason = f"the model's item text was refused: {reason}"
+            return head
+        used = head.facts_used + [f"item text: written {'offline by ' + cached.model if cached else 'live'}"]
+        return Rationale(text=f"{head.text} {kept}", facts_used=used, backend=self.backend)
 
     def answer_stream(self, question: str, product: Product) -> Gen[str, None, str]:
         """A shopper's question about the item, answered by the model from its photo and facts (the
@@ -485,10 +545,13 @@ class ItemTexts:
             for line in f:
                 if line.strip():
                     rec = json.loads(line)
+                    key = str(rec["id"])  # a later line for an id (a retry) replaces the earlier one
+                    texts.pop(key, None)
+                    failed.pop(key, None)
                     if rec.get("checked") and rec.get("text"):
-                        texts[str(rec["id"])] = ItemText(rec["text"], rec.get("model", "?"))
+                        texts[key] = ItemText(rec["text"], rec.get("model", "?"))
                     else:
-                        failed[str(rec["id"])] = rec.get("reason") or "empty or unchecked"
+                        failed[key] = rec.get("reason") or "empty or unchecked"
         log.info("item-text cache %s: %d items (%d refused by the check)", path, len(texts), len(failed))
         return cls(texts, failed)
 

@@ -177,3 +177,27 @@ def detail_answer(product: Product, cues: tuple[str, ...]) -> str | None:
                     return text
             return d.text
     return None
+
+
+_FACT_STOP = frozenset("a an the in of with and or at to on for from by its it is are this that as some soft".split())
+
+
+def description_facts(product: Product) -> list[frozenset[str]]:
+    """The description's facts as content-word sets, one per comma/'and'/'with' chunk ('a turtle neck', 'jumper in a soft knit')."""
+    chunks = re.split(r"[.;:]|,|\band\b|\bwith\b", product.description.lower())
+    out: list[frozenset[str]] = []
+    for c in chunks:
+        words = frozenset(w for w in re.findall(r"[a-z][a-z-]+", c) if w not in _FACT_STOP and len(w) > 2)
+        if words and words not in out:
+            out.append(words)
+    return out
+
+
+def stated_facts(text: str, product: Product, request: str = "") -> int:
+    """Distinct description facts a text states that the request did not name: a fact counts when all its
+    content words are in the text and not all of them are in the request or the item's attribute values
+    (the issue's informativeness; the offline item-text job also stops retrying at enough of them)."""
+    said = set(re.findall(r"[a-z][a-z-]+", text.lower()))
+    named = set(re.findall(r"[a-z][a-z-]+", request.lower()))
+    attrs = set(re.findall(r"[a-z][a-z-]+", " ".join(str(v) for v in product.facts().values()).lower()))
+    return sum(1 for f in description_facts(product) if f <= said and not f <= (named | attrs))

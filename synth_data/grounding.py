@@ -373,7 +373,9 @@ def forbidden_phrases(values: Mapping[str, set[str]], request: str | None = None
     Exempt, so that honest sentences stay possible: phrases the request or a source (a purchased
     item's title) contains verbatim, and every word for a value the request names ("you asked for
     red, but it is black"; "not red"). The post-check still judges what is said with them. Also
-    exempt: a phrase that starts an allowed longer one ("shirt" of "shirt dress" for a dress)."""
+    exempt: a phrase that starts an allowed longer one ("shirt" of "shirt dress" for a dress). Serving
+    passes a request only where the model answers the shopper's own words (llava's `answer_stream`);
+    the item text it composes rationales from is constrained with no request, so nothing is exempt."""
     key = (tuple(sorted((k, tuple(sorted(v))) for k, v in values.items() if v)), request or "", tuple(sources), unverified)
     return list(_forbidden(*key))
 
@@ -455,16 +457,17 @@ def catalog_backed_sentences(text: str, product: Product) -> str:
     """The sentences of `text` whose every content word is one of the item's own catalog words (title,
     description, facts), each with at least two of them. Why: the attribute check judges only
     vocabulary words, so "a hair-covered watch" would pass it; an item text served without a request
-    must repeat what the catalog says, word by word. Sentences about a request, and sentences that add
-    no word to those kept before them, are dropped."""
+    must repeat what the catalog says, word by word. Sentences about a request (a request word such as
+    "you", "fits", "short" that is not the item's own catalog word), and sentences that add no word to
+    those kept before them, are dropped."""
     own: set[str] = set()
     for w in re.findall(r"[a-z0-9]+", _catalog_text(product).lower()):
         own |= _stems(w)
     kept: list[str] = []
     said: set[str] = set()
     for sentence in re.split(r"(?<=[.!?])\s+", " ".join((text or "").split())):
-        if not sentence or _REQUEST_WORDS.search(sentence):
-            continue
+        if not sentence or any(not (_stems(m.group(0).lower()) & own) for m in _REQUEST_WORDS.finditer(sentence)):
+            continue  # talk about a request; a request word the catalog itself uses ("short sleeves", "regular fit") is the item's
         words = re.findall(r"[a-z0-9]+", sentence.lower())
         content = [w for w in words if w not in _FRAME_WORDS]
         backed = [w for w in content if _stems(w) & own]

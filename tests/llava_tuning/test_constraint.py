@@ -118,3 +118,34 @@ def test_forbidden_phrases_follow_the_checker(tmp_path):
     assert not check("It is not red; it is black.", p, request="a red dress").contradicted
     # a purchased item's title may be quoted: its words are not blocked
     assert "dress" not in forbidden_phrases(values, "", ["Black party dress"])
+
+
+def test_live_serving_composes_like_the_cache_and_blocks_even_the_requests_contradicting_words(bundle, tmp_path):
+    """explain_iter's live items: the model writes about the item (no request in its turn), under the
+    item's facts with no word exempt, so "red" is never written for a black item even when the shopper
+    asked for red; the fit/misfit part is the template's, composed as for cached item text."""
+    p = trousers(tmp_path)
+    ex = LlavaExplainer(bundle=bundle, settings=GenerationSettings(max_new_tokens=12, repetition_penalty=1.0), live_items=None)
+    written: list[list[str]] = []
+    real = ex.generator.generate
+
+    def spy(convs, images, settings=None, banned=None):
+        out = real(convs, images, settings, banned)
+        written.append(out)
+        return out
+
+    ex.generator.generate = spy
+    push(bundle, [" red", " Red"])
+    try:
+        free = real([[{"from": "human", "value": "<image>\nWhy does it fit?"}]], [Image.new("RGB", (48, 72), (10, 10, 10))])[0]
+        (_, r), = ex.explain_iter([("red trousers", p, None)])
+    finally:
+        bundle.model.generation_config.sequence_bias = None
+    assert said(free, "red")  # the push works
+    assert len(written) == 1 and not said(written[0][0], "red")  # the request word is blocked too: it contradicts the item
+    assert "red" in ex.item_banned(p) and "red" not in ex.banned("red trousers", p, None)  # only an answer to the shopper's words keeps it
+    ev = gather_evidence("red trousers", p)
+    head = ex.fallback.compose("red trousers", p, ev).text
+    assert r.text.startswith(head)  # the request's part is the template's, whatever the model wrote
+    assert r.text == ex.from_words("red trousers", p, ev, written[0][0]).text  # one composition, live or cached
+    assert not check(r.text, p, request="red trousers").contradicted

@@ -254,3 +254,9 @@ def test_item_text_keeps_only_sentences_the_catalog_backs_word_by_word():
     repeat = "From the description: soft cotton jersey. Good to know: cotton jersey. It has dropped shoulders."
     assert catalog_backed_sentences(repeat, tee) == "From the description: soft cotton jersey. It has dropped shoulders."
     assert catalog_backed_sentences("", tee) == ""
+    # a request word the item's own description uses is the item's word: "short", "fit" of a short regular-fit dress
+    dress = Product(id="d", title="Short dress", colour="Black", attributes={"product_type": "Dress"},
+                    description="Short dress in jersey with short sleeves and a regular fit.")
+    said = ("The description mentions short sleeves and a regular fit. It falls short of your request. "
+            "It is not a short dress. This dress fits you.")
+    assert catalog_backed_sentences(said, dress) == "The description mentions short sleeves and a regular fit."
