@@ -54,7 +54,12 @@ def l2_rows(x: np.ndarray) -> np.ndarray:
 
 
 def index_vectors(catalog: Catalog, index) -> np.ndarray:
-    """An index's item vectors in catalog order (zeros for items the index lacks)."""
+    """An index's item vectors in catalog order (zeros for items the index lacks); the index's own
+    matrix, not a copy, when it holds the catalog's items in catalog order (1M items: 1 GB saved)."""
+    if list(index.ids) == list(catalog.ids) and getattr(index, "vectors", None) is not None:
+        v = np.asarray(index.vectors)
+        if v.dtype == np.float32 and v.shape == (len(catalog), index.dim):
+            return v
     out = np.zeros((len(catalog), index.dim), np.float32)
     rows = [(i, index.row[pid]) for i, pid in enumerate(catalog.ids) if pid in index.row]
     if rows:
