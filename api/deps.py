@@ -166,7 +166,7 @@ def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
     rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
     frame = purchases_frame(searcher.catalog, cfg.merge_same_day) if (gcfg.baskets and not gcfg.sets) else None  # only when used
-    return rec, build_goes_with(searcher.catalog, gcfg, frame)
+    return rec, build_goes_with(searcher.catalog, gcfg, frame, rec.ctx)
 
 
 def build_engine(settings: Settings, generation: int = 0,

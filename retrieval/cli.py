@@ -191,7 +191,8 @@ def cmd_index_build(args) -> int:
     if args.no_fit_fusion:
         cfg.setdefault("search", {})["fit_fusion"] = False
     index = build_index(cfg, command="whyrec " + shlex.join(sys.argv[1:]), vectors=args.vectors)
-    keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fusion_seconds", "fusion")
+    keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fact_tables_seconds",
+            "fusion_seconds", "fusion")
     print(json.dumps({k: index.meta[k] for k in keys if k in index.meta}))
     return 0
 

@@ -247,10 +247,9 @@ class Ranker(Recommender):
     # ------------------------------------------------------------------ fit / score
     def fit(self, data: TrainData) -> "Ranker":
         import lightgbm as lgb
-        from sklearn.feature_extraction.text import TfidfVectorizer
 
         t0 = time.time()
-        self._tfidf = TfidfVectorizer(min_df=1, sublinear_tf=True, stop_words="english").fit_transform(self.ctx.texts).tocsr()
+        self._tfidf = self.ctx.text_tfidf()
         rng = np.random.default_rng(self.seed)
         frame = _frame(data)
         X_parts, y_parts, groups = [], [], []
@@ -311,7 +310,7 @@ class Ranker(Recommender):
             return self.fit(data)
         import lightgbm as lgb
 
-        self._tfidf = state["tfidf"].tocsr()
+        self._tfidf = self.ctx.text_tfidf_matrix = state["tfidf"].tocsr()
         self.booster = lgb.Booster(model_str=state["booster"])
         self.feature_names, self.info = list(state["feature_names"]), dict(state["info"])
         if self.booster.feature_name() != self.feature_names:
