@@ -143,6 +143,8 @@ def main() -> None:
     ap.add_argument("--fit-fusion", action="store_true", help="also fit the fusion weights (slow at 1M: a Searcher is built for it)")
     ap.add_argument("--skip-make", action="store_true", help="reuse OUT/catalog and OUT/vectors.npy")
     ap.add_argument("--skip-build", action="store_true", help="reuse OUT/index too (only fit the recommender)")
+    ap.add_argument("--recommend-model", help="serve this recommend.models entry instead of the source config's "
+                                              "(the ranker's offline fit scores every catalog item for thousands of histories)")
     args = ap.parse_args()
 
     from retrieval.config import load_yaml
@@ -161,6 +163,8 @@ def main() -> None:
     cfg["index"] = {**cfg["index"], "dir": str(out / "index")}
     # photo similarity in the ranker would hold the image tower's 1308-d features of every item (5 GB at 1M)
     cfg.setdefault("recommend", {})["image_features"] = False
+    if args.recommend_model:
+        cfg["recommend"]["model"] = args.recommend_model
     config = out / "config.yaml"
     config.write_text(f"# made by: python bench/million.py {shlex.join(sys.argv[1:])}\n" + yaml.safe_dump(cfg, sort_keys=False))
 

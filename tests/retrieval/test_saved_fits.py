@@ -36,6 +36,7 @@ def scores(rec: ServedRecommender, users) -> np.ndarray:
     return rec.model.score_histories(rec.data.histories(users))
 
 
+@pytest.mark.slow
 def test_a_saved_ranker_scores_as_a_fresh_fit(shop, tmp_path):
     cat, index = shop
     fresh = ServedRecommender.build(cat, small_config(), index, saved_dir=tmp_path, fit="always")
@@ -49,6 +50,7 @@ def test_a_saved_ranker_scores_as_a_fresh_fit(shop, tmp_path):
     assert [r.id for r in loaded.recommend(cart, 10)] == [r.id for r in fresh.recommend(cart, 10)]
 
 
+@pytest.mark.slow
 def test_a_changed_catalog_is_refitted_or_refused_never_served_stale(shop, tmp_path):
     cat, index = shop
     ServedRecommender.build(cat, small_config(), index, saved_dir=tmp_path, fit="always").save(tmp_path)
