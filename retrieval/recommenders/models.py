@@ -181,8 +181,11 @@ class TfidfKNN(Recommender):
         """(len(rows), items) sparse: each row keeps its `neighbours` most similar items."""
         n, k = self.X.shape[0], min(self.neighbours, self.X.shape[0])
         parts = []
+        full = len(rows) == n  # the whole table (small catalogs): sparse products, as always
         for s in tqdm(range(0, len(rows), chunk), desc="tfidf neighbours", unit="chunk", disable=len(rows) <= 4 * chunk):
-            sims = self.similarities(rows[s: s + chunk])
+            # a few rows against a large catalog: (items x terms) CSR times a dense (terms x rows) block is ~3x
+            # faster than the sparse product (whose per-row result is nearly dense), same sums in the same order
+            sims = self.similarities(rows[s: s + chunk]) if full else np.ascontiguousarray((self.X @ self.X[rows[s: s + chunk]].T.toarray()).T)
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
             vals = np.take_along_axis(sims, top, 1)
             parts.append(sp.csr_matrix((vals.ravel(), top.ravel(), np.arange(0, vals.size + 1, k)), shape=(len(sims), n)))
