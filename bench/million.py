@@ -9,12 +9,19 @@ its vector is the source's (mixed 60/40 with the colour donor's when recoloured)
 noise (--noise: cosine to the source ~0.95), renormalised. Copy 0 is the real catalog, so its
 purchases (the real ones) still point at real items. Photos are shared with the source item.
 
-    OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000]
+    OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000] \
+        [--recommend-model hybrid]
     # then serve it, load-test it and reload it (start time, RSS at start and during the reload):
     OMP_NUM_THREADS=1 python bench/load_test.py --config var/m1/config.yaml --duration 20 --concurrency 1,4
 
-Memory: the build holds the whole catalog as Product objects (until the catalog is columnar),
-the vectors and the index; at 1M, budget ~8 GB for the build and more for serving plus a reload.
+After the index build (vectors, vocabulary, BM25, the search fact tables) it runs `whyrec index
+fit-recommender`: the served recommender is fitted once and saved beside the index, and `whyrec
+serve` restores it (a 1M catalog cannot fit at start-up; see retrieval/recommenders/saved.py).
+The written config turns off the ranker's photo features (the image tower's 1308-d features of
+every item: 5 GB at 1M). --recommend-model picks another served model: the ranker's offline fit
+scores every catalog item for each of ~4,000 training histories (200k items: 10 min; 1M: over an
+hour, extrapolated, on this shared 2-core machine), so the 1M run below serves the hybrid (repeat, tf-idf kNN,
+ALS, recent popularity).
 
 Writes OUT/catalog, OUT/vectors.npy, OUT/config.yaml (the source config, pointed at OUT) and
 OUT/index; prints one JSON object (sizes, seconds, peak RSS of the build process).
