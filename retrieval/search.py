@@ -180,6 +180,9 @@ class Searcher:
         self.lexical = lexical
         self.fusion = fusion
         self.query_cache = LRUCache(self.cfg.query_cache_size)
+        # a term's credit of every item: a search reads it for its candidates, its violations and its
+        # matched words, and common values recur across queries (1M items: 4 MB each, so a few)
+        self.credit_cache = LRUCache(CREDIT_CACHE_SIZE)
         self._set_fact_tables(facts_dir)
 
     def _set_fact_tables(self, facts_dir: str | Path | None) -> None:
@@ -252,6 +255,9 @@ class Searcher:
         """Per item, how well its facts back the term's value (ignoring negation): 1 for a
         structured attribute, `text_fact_credit` for a description word, times `family_credit`
         when only a family member matches ("blue" asked, a dark blue item); else 0."""
+        return self.credit_cache.get_or_make((term.kind, term.value, term.also), lambda: self._term_credit(term))
+
+    def _term_credit(self, term: Term) -> np.ndarray:
         credit = np.zeros(len(self.products), np.float32)
         exact = {term.value, *term.also}
         accepted = set(self.vocab.accepts(term.kind, term.value))
@@ -263,6 +269,7 @@ class Searcher:
                 rows = postings.get((term.kind, v))
                 if rows is not None:
                     credit[rows] = np.maximum(credit[rows], closeness * source)
+        credit.flags.writeable = False  # shared through the cache
         return credit
 
     def term_mask(self, term: Term) -> np.ndarray:
@@ -584,6 +591,7 @@ def load_search_artifacts(index_dir: str | Path, index: ItemVectors) -> tuple[Vo
 
 
 FACTS_FILE = "facts.npz"
+CREDIT_CACHE_SIZE = 16
 FACT_POSTINGS = ("strong", "weak", "colour", "category")
 
 
