@@ -158,11 +158,15 @@ def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
     from retrieval.recommenders.factory import RecommendConfig
     from retrieval.recommenders.serve import ServedRecommender, purchases_frame
 
-    cfg = section(load_yaml(settings.config) if settings.config else {}, "recommend", RecommendConfig)
-    rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index)
+    from retrieval.search import IndexConfig
+
+    raw = load_yaml(settings.config) if settings.config else {}
+    cfg = section(raw, "recommend", RecommendConfig)
+    index_dir = section(raw, "index", IndexConfig).dir  # the searcher's index; `whyrec index fit-recommender` saves the fit beside it
+    rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
     frame = purchases_frame(searcher.catalog, cfg.merge_same_day) if (gcfg.baskets and not gcfg.sets) else None  # only when used
-    return rec, build_goes_with(searcher.catalog, gcfg, frame)
+    return rec, build_goes_with(searcher.catalog, gcfg, frame, rec.ctx)
 
 
 def build_engine(settings: Settings, generation: int = 0,

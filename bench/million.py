@@ -9,12 +9,24 @@ its vector is the source's (mixed 60/40 with the colour donor's when recoloured)
 noise (--noise: cosine to the source ~0.95), renormalised. Copy 0 is the real catalog, so its
 purchases (the real ones) still point at real items. Photos are shared with the source item.
 
-    OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000]
+    OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000] \
+        [--recommend-model hybrid]
     # then serve it, load-test it and reload it (start time, RSS at start and during the reload):
     OMP_NUM_THREADS=1 python bench/load_test.py --config var/m1/config.yaml --duration 20 --concurrency 1,4
 
-Memory: the build holds the whole catalog as Product objects (until the catalog is columnar),
-the vectors and the index; at 1M, budget ~8 GB for the build and more for serving plus a reload.
+After the index build (vectors, vocabulary, BM25, the search fact tables) it runs `whyrec index
+fit-recommender`: the served recommender is fitted once and saved beside the index, and `whyrec
+serve` restores it (a 1M catalog cannot fit at start-up; see retrieval/recommenders/saved.py).
+The written config turns off the ranker's photo features (the image tower's 1308-d features of
+every item: 5 GB at 1M). --recommend-model picks another served model: the ranker's offline fit
+scores every catalog item for each of ~4,000 training histories (200k items: 10 min; 1M: over an
+hour, extrapolated, on this shared 2-core machine), so the 1M run below serves the hybrid (repeat, tf-idf kNN,
+ALS, recent popularity).
+
+Measured at 1M on the shared 2-core machine (load 3.6-5.5; README "Numbers" has the served figures):
+make 59 s; index build 988 s, peak 6.6 GB (IVF4096-PQfs-refine 201 s, recall@10 0.977; vocabulary
+296 s; BM25 345 s; fact tables 904 s, peak 2.2 GB); fit-recommender (hybrid) 951 s, peak 4.9 GB,
+mostly the tf-idf neighbour rows of the 14k purchased items; 443 MB saved.
 
 Writes OUT/catalog, OUT/vectors.npy, OUT/config.yaml (the source config, pointed at OUT) and
 OUT/index; prints one JSON object (sizes, seconds, peak RSS of the build process).
@@ -112,6 +124,26 @@ def make_catalog(src_catalog: Path, src_index: Path, out: Path, items: int, nois
             "cosine_to_source_p50": round(float(np.median(cos)), 4), "dim": int(vectors.shape[1])}
 
 
+def run_measured(cmd: list[str], log_path: Path) -> tuple[float, int, str]:
+    """Run a whyrec command (OMP_NUM_THREADS=1 unless set), sampling its resident size; (seconds, peak RSS bytes, stdout)."""
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    t0 = time.time()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
+        peak = 0
+        while proc.poll() is None:  # the command's resident size, sampled (its stderr: log_path)
+            try:
+                peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
+            except psutil.Error:
+                pass
+            time.sleep(0.5)
+        stdout = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"{shlex.join(cmd[1:])} failed ({proc.returncode}); see {log_path}")
+    return round(time.time() - t0, 1), peak, stdout
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source-config", default="configs/hm.yaml", help="config of the real catalog and its built index")
@@ -122,6 +154,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fit-fusion", action="store_true", help="also fit the fusion weights (slow at 1M: a Searcher is built for it)")
     ap.add_argument("--skip-make", action="store_true", help="reuse OUT/catalog and OUT/vectors.npy")
+    ap.add_argument("--skip-build", action="store_true", help="reuse OUT/index too (only fit the recommender)")
+    ap.add_argument("--recommend-model", help="serve this recommend.models entry instead of the source config's "
+                                              "(the ranker's offline fit scores every catalog item for thousands of histories)")
     args = ap.parse_args()
 
     from retrieval.config import load_yaml
@@ -138,32 +173,25 @@ def main() -> None:
     cfg["catalog"] = {**cfg["catalog"], "dir": str(out / "catalog")}
     cfg["catalog"].pop("source", None)
     cfg["index"] = {**cfg["index"], "dir": str(out / "index")}
+    # photo similarity in the ranker would hold the image tower's 1308-d features of every item (5 GB at 1M)
+    cfg.setdefault("recommend", {})["image_features"] = False
+    if args.recommend_model:
+        cfg["recommend"]["model"] = args.recommend_model
     config = out / "config.yaml"
     config.write_text(f"# made by: python bench/million.py {shlex.join(sys.argv[1:])}\n" + yaml.safe_dump(cfg, sort_keys=False))
 
     cmd = [sys.executable, "-m", "api.cli", "index", "build", "--config", str(config), "--vectors", str(out / "vectors.npy")]
     if not args.fit_fusion:
         cmd.append("--no-fit-fusion")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     gc.collect()  # the made catalog's frames: not held while the build runs
-    t0 = time.time()
-    with open(out / "build.log", "w") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-        peak = 0
-        while proc.poll() is None:  # the build's resident size, sampled (its stderr: OUT/build.log)
-            try:
-                peak = max(peak, psutil.Process(proc.pid).memory_info().rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.5)
-        stdout = proc.stdout.read()
-    report["build_seconds"] = round(time.time() - t0, 1)
-    if proc.returncode != 0:
-        raise SystemExit(f"index build failed ({proc.returncode}); see {out / 'build.log'}")
-    report["build"] = json.loads(stdout.strip().splitlines()[-1])
-    report["build_peak_rss_mb"] = round(peak / 2**20, 1)
-    report["build_command"] = shlex.join(cmd)
+    for step, command in (("build", cmd), ("fit_recommender", [sys.executable, "-m", "api.cli", "index", "fit-recommender", "--config", str(config)])):
+        if step == "build" and args.skip_build:
+            continue
+        seconds, peak, stdout = run_measured(command, out / f"{step}.log")
+        report[f"{step}_seconds"] = seconds
+        report[step] = json.loads(stdout.strip().splitlines()[-1])
+        report[f"{step}_peak_rss_mb"] = round(peak / 2**20, 1)
+        report[f"{step}_command"] = shlex.join(command)
     report["config"] = str(config)
     report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))

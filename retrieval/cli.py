@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ff.add_argument("--config", required=True)
     ff.add_argument("--queries", type=int, help="pseudo-queries to write (default: search.fusion_queries)")
     ff.set_defaults(func=cmd_index_fit_fusion)
+    fr = idx.add_parser("fit-recommender", help="fit the served recommender (recommend.model) and save it beside the index, "
+                                                "for `whyrec serve` to load (large catalogs cannot fit at start-up)")
+    fr.add_argument("--config", required=True)
+    fr.set_defaults(func=cmd_index_fit_recommender)
     em = idx.add_parser("embed", help="fill the tower feature cache for one shard of the catalog (several processes or GPUs share a build)",
                         description="Encodes the items of shard I of N (rows i, i+N, ...) into encoder.cache_dir, saving as it goes, "
                         "so a killed run resumes where it stopped. Run one per process (or `accelerate launch -m api.cli index embed`, "
@@ -187,7 +191,8 @@ def cmd_index_build(args) -> int:
     if args.no_fit_fusion:
         cfg.setdefault("search", {})["fit_fusion"] = False
     index = build_index(cfg, command="whyrec " + shlex.join(sys.argv[1:]), vectors=args.vectors)
-    keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fusion_seconds", "fusion")
+    keys = ("factory", "n", "dim", "build_seconds", "recall_at_10", "vocabulary_seconds", "bm25_seconds", "fact_tables_seconds",
+            "fusion_seconds", "fusion")
     print(json.dumps({k: index.meta[k] for k in keys if k in index.meta}))
     return 0
 
@@ -199,6 +204,13 @@ def cmd_index_fit_fusion(args) -> int:
         raise ValueError("--queries must be at least 10")
     report = fit_index_fusion(args.config, args.queries)
     print(json.dumps({k: report[k] for k in ("settings", "fit_score", "held_out_scores", "queries", "seconds")}))
+    return 0
+
+
+def cmd_index_fit_recommender(args) -> int:
+    from retrieval.recommenders.serve import fit_recommender
+
+    print(json.dumps(fit_recommender(args.config)))
     return 0
 
 

@@ -20,10 +20,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
@@ -151,7 +153,8 @@ class Searcher:
     it too), `lexical` the BM25 index, `fusion` the fitted settings (None when never fitted)."""
 
     def __init__(self, catalog: Catalog, encoder, index: ItemVectors, cfg: SearchConfig | None = None,
-                 vocab: Vocabulary | None = None, lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None):
+                 vocab: Vocabulary | None = None, lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None,
+                 facts_dir: str | Path | None = None):
         missing = [i for i in index.ids if i not in catalog]
         if missing:
             raise ValueError(f"index holds {len(missing)} ids the catalog lacks (e.g. {missing[:3]}); rebuild the index")
@@ -161,7 +164,9 @@ class Searcher:
         self.encoder = encoder
         self.index = index
         self.cfg = cfg or SearchConfig()
-        self.products: list[Product] = [catalog.by_id[i] for i in index.ids]
+        # the catalog's own (lazy, columnar) product rows when the index holds them in catalog order
+        self.products: Sequence[Product] = (catalog.products if list(index.ids) == catalog.ids
+                                            else [catalog.by_id[i] for i in index.ids])
         if vocab is None:
             vocab = Vocabulary.from_catalog(Catalog(self.products), self.cfg.language, embed=text_embedder(encoder),
                                             similarity_threshold=self.cfg.similarity_threshold)
@@ -175,37 +180,44 @@ class Searcher:
         self.lexical = lexical
         self.fusion = fusion
         self.query_cache = LRUCache(self.cfg.query_cache_size)
-        self._build_fact_tables()
+        # a term's credit of every item: a search reads it for its candidates, its violations and its
+        # matched words, and common values recur across queries (1M items: 4 MB each, so a few)
+        self.credit_cache = LRUCache(CREDIT_CACHE_SIZE)
+        self._set_fact_tables(facts_dir)
 
-    def _build_fact_tables(self) -> None:
-        strong: dict[tuple[str, str], list[int]] = {}
-        weak: dict[tuple[str, str], list[int]] = {}
-        self.structured_values: list[dict[str, set[str]]] = []
-        for row, p in enumerate(self.products):
-            structured = self.vocab.item_values(p, text=False)
-            self.structured_values.append(structured)
-            for kind, values in self.vocab.item_values(p).items():
-                for v in values:
-                    (strong if v in structured.get(kind, ()) else weak).setdefault((kind, v), []).append(row)
-        self.strong_postings = {key: np.array(rows, dtype=np.int64) for key, rows in strong.items()}
-        self.weak_postings = {key: np.array(rows, dtype=np.int64) for key, rows in weak.items()}
-        self.prices = np.array([np.nan if p.price is None else p.price for p in self.products], dtype=np.float64)
+    def _set_fact_tables(self, facts_dir: str | Path | None) -> None:
+        """The per-value postings (facts, colours, category levels) and prices: read from the index
+        folder when `whyrec index build` saved them for these very items and this vocabulary (a
+        per-item Python pass over 1M products takes minutes), else computed now."""
+        t0 = time.time()
+        fp = facts_fingerprint(self.products, self.vocab)
+        tables = load_fact_tables(facts_dir, fp) if facts_dir else None
+        if tables is None:
+            if facts_dir:
+                log.warning("no fact tables for these items beside the index at %s: computing them now (run `whyrec index build`)", facts_dir)
+            tables = fact_tables(self.products, self.vocab)
+        for name in FACT_POSTINGS:  # handed out as they are (a filter's rows): never changed in place
+            for rows in tables[name].values():
+                rows.flags.writeable = False
+        self.strong_postings, self.weak_postings = tables["strong"], tables["weak"]
+        self.colour_postings, self.category_postings = tables["colour"], tables["category"]
+        self.prices = tables["prices"]
         self.price_order = np.argsort(self.prices, kind="stable")  # priced items ascending, then the unpriced (NaN)
         self.n_priced = int((~np.isnan(self.prices)).sum())
-        colours: dict[str, list[int]] = {}
-        for row, p in enumerate(self.products):
-            colours.setdefault(p.colour.lower(), []).append(row)
-        self.colour_postings = {c: np.array(rows, dtype=np.int64) for c, rows in colours.items()}
-        self.title_tokens = [set(tokens(p.title)) for p in self.products]
-        # category filter: whole path levels, case-insensitive ("Men" never matches "Garment")
-        levels: dict[str, list[int]] = {}
-        self.category_paths: list[list[str]] = []
-        for row, p in enumerate(self.products):
-            path = [" ".join(level.lower().split()) for level in p.category]
-            self.category_paths.append(path)
-            for level in set(path):
-                levels.setdefault(level, []).append(row)
-        self.category_postings = {level: np.array(rows, dtype=np.int64) for level, rows in levels.items()}
+        log.info("fact tables of %d items %s in %.1fs", len(self.products), "loaded" if facts_dir and tables.get("loaded") else "computed",
+                 time.time() - t0)
+
+    @cached_property
+    def structured_values(self) -> list[dict[str, set[str]]]:
+        """Per item, its structured (not text-read) values (fitting the fusion reads them)."""
+        return [self.vocab.item_values(p, text=False) for p in self.products]
+
+    @cached_property
+    def title_tokens(self) -> list[set[str]]:
+        return [set(tokens(p.title)) for p in self.products]
+
+    def category_path(self, row: int) -> list[str]:
+        return [" ".join(level.lower().split()) for level in self.products[row].category]
 
     @classmethod
     def from_config(cls, config: str | Path | dict) -> "Searcher":
@@ -215,7 +227,7 @@ class Searcher:
         index = open_index(icfg.dir, icfg.params)
         encoder = create_encoder(section(cfg, "encoder", EncoderConfig))
         vocab, lexical, fusion = load_search_artifacts(icfg.dir, index)
-        return cls(catalog, encoder, index, section(cfg, "search", SearchConfig), vocab, lexical, fusion)
+        return cls(catalog, encoder, index, section(cfg, "search", SearchConfig), vocab, lexical, fusion, facts_dir=icfg.dir)
 
     # ------------------------------------------------------------------ reading
     def read(self, text: str) -> Query:
@@ -243,6 +255,9 @@ class Searcher:
         """Per item, how well its facts back the term's value (ignoring negation): 1 for a
         structured attribute, `text_fact_credit` for a description word, times `family_credit`
         when only a family member matches ("blue" asked, a dark blue item); else 0."""
+        return self.credit_cache.get_or_make((term.kind, term.value, term.also), lambda: self._term_credit(term))
+
+    def _term_credit(self, term: Term) -> np.ndarray:
         credit = np.zeros(len(self.products), np.float32)
         exact = {term.value, *term.also}
         accepted = set(self.vocab.accepts(term.kind, term.value))
@@ -254,6 +269,7 @@ class Searcher:
                 rows = postings.get((term.kind, v))
                 if rows is not None:
                     credit[rows] = np.maximum(credit[rows], closeness * source)
+        credit.flags.writeable = False  # shared through the cache
         return credit
 
     def term_mask(self, term: Term) -> np.ndarray:
@@ -272,7 +288,7 @@ class Searcher:
             accepted |= self.vocab.accepts(term.kind, v)
         parts = [postings[(term.kind, v)] for v in accepted for postings in (self.weak_postings, self.strong_postings)
                  if (term.kind, v) in postings]
-        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return union_rows(parts, len(self.products))
 
     def category_rows(self, category: str) -> np.ndarray:
         """Sorted rows whose category path holds `category` as whole levels ("Menswear", or
@@ -285,7 +301,8 @@ class Searcher:
             rows = np.intersect1d(rows, self.category_postings.get(level, np.zeros(0, np.int64)), assume_unique=True)
         if len(wanted) > 1:
             n = len(wanted)
-            rows = np.array([r for r in rows if any(self.category_paths[r][i: i + n] == wanted for i in range(len(self.category_paths[r])))],
+            paths = {int(r): self.category_path(int(r)) for r in rows}
+            rows = np.array([r for r in rows if any(paths[int(r)][i: i + n] == wanted for i in range(len(paths[int(r)])))],
                             dtype=np.int64)
         return rows
 
@@ -300,10 +317,10 @@ class Searcher:
         priced = self.prices[self.price_order[: self.n_priced]]
         a = 0 if lo is None else int(np.searchsorted(priced, lo, side="left"))
         b = self.n_priced if hi is None else int(np.searchsorted(priced, hi, side="right"))
-        rows = self.price_order[a:max(a, b)]
+        parts = [self.price_order[a:max(a, b)]]
         if keep_unpriced:
-            rows = np.concatenate([rows, self.price_order[self.n_priced:]])
-        return np.sort(rows).astype(np.int64)
+            parts.append(self.price_order[self.n_priced:])
+        return union_rows(parts, len(self.products), presorted=False)
 
     def filter_rows(self, filters: Filters) -> np.ndarray | None:
         """The rows every set filter allows, as sorted int64 postings intersected per query (None = no
@@ -506,6 +523,24 @@ class Searcher:
         return hits
 
 
+def union_rows(parts: Sequence[np.ndarray], n: int, presorted: bool = True) -> np.ndarray:
+    """The sorted distinct rows of several row arrays (postings are sorted and distinct: one is
+    returned as it is). Large unions go through a bitmap of the `n` rows, not a sort: a colour
+    filter at 1M items unites postings of hundreds of thousands of rows per query."""
+    parts = [np.asarray(p, np.int64) for p in parts if len(p)]
+    if not parts:
+        return np.zeros(0, np.int64)
+    if len(parts) == 1 and presorted:
+        return parts[0]
+    total = sum(len(p) for p in parts)
+    if total * 16 < n:
+        return np.unique(np.concatenate(parts))
+    mask = np.zeros(n, bool)
+    for p in parts:
+        mask[p] = True
+    return np.flatnonzero(mask).astype(np.int64)
+
+
 def intersect(parts: Sequence[np.ndarray]) -> np.ndarray:
     """The rows in every sorted posting list, smallest first so each step shrinks the work."""
     parts = sorted(parts, key=len)
@@ -555,6 +590,93 @@ def load_search_artifacts(index_dir: str | Path, index: ItemVectors) -> tuple[Vo
     return vocab, lexical, fusion
 
 
+FACTS_FILE = "facts.npz"
+CREDIT_CACHE_SIZE = 16
+FACT_POSTINGS = ("strong", "weak", "colour", "category")
+
+
+def fact_tables(products: Sequence[Product], vocab: Vocabulary) -> dict[str, Any]:
+    """Per-value postings (sorted rows) of the items' facts: `strong` (structured attributes) and
+    `weak` (read from the text) per (kind, value), `colour` per colour name, `category` per path
+    level; and the prices (NaN unknown). One pass over the products."""
+    strong: dict[tuple[str, str], list[int]] = {}
+    weak: dict[tuple[str, str], list[int]] = {}
+    colours: dict[str, list[int]] = {}
+    levels: dict[str, list[int]] = {}
+    prices = np.full(len(products), np.nan)
+    t0 = time.time()
+    for row, p in enumerate(tqdm(products, desc="fact tables", unit="item", disable=len(products) < 100_000, mininterval=5)):
+        structured = vocab.item_values(p, text=False)
+        for kind, values in vocab.item_values(p).items():
+            for v in values:
+                (strong if v in structured.get(kind, ()) else weak).setdefault((kind, v), []).append(row)
+        if p.price is not None:
+            prices[row] = p.price
+        colours.setdefault(p.colour.lower(), []).append(row)
+        for level in {" ".join(level.lower().split()) for level in p.category}:  # whole levels: "Men" never matches "Garment"
+            levels.setdefault(level, []).append(row)
+    arr = lambda d: {key: np.array(rows, dtype=np.int64) for key, rows in d.items()}  # noqa: E731
+    log.info("fact tables of %d items in %.1fs", len(products), time.time() - t0)
+    return {"strong": arr(strong), "weak": arr(weak), "colour": arr(colours), "category": arr(levels), "prices": prices}
+
+
+def facts_fingerprint(products: Sequence[Product], vocab: Vocabulary) -> str:
+    """A digest of the items (their stored columns, in order) and the vocabulary that reads them."""
+    import hashlib
+    import json
+
+    from retrieval.catalog import ProductTable
+
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps(vocab.to_dict(), sort_keys=True, default=str).encode())
+    if vocab.vectors is not None:
+        h.update(np.ascontiguousarray(vocab.vectors).tobytes())
+    if isinstance(products, ProductTable):
+        h.update(str(products.table.schema).encode())
+        for column in products.table.columns:
+            for chunk in column.chunks:
+                for buf in chunk.buffers():
+                    h.update(b"-" if buf is None else memoryview(buf))
+    else:
+        for p in products:
+            h.update(repr(p).encode())
+    return h.hexdigest()
+
+
+def save_fact_tables(directory: str | Path, tables: dict[str, Any], fp: str) -> Path:
+    """Write the fact tables beside the index (one .npz: keys, concatenated rows and offsets per posting family)."""
+    from retrieval.artifacts import atomic_path
+
+    out: dict[str, np.ndarray] = {"fingerprint": np.array(fp), "prices": tables["prices"]}
+    for name in FACT_POSTINGS:
+        d = tables[name]
+        keys = ["\x1f".join(k) if isinstance(k, tuple) else k for k in d]
+        out[f"{name}.keys"] = np.array(keys, dtype=str) if keys else np.zeros(0, "<U1")
+        out[f"{name}.offsets"] = np.cumsum([0] + [len(v) for v in d.values()]).astype(np.int64)
+        out[f"{name}.rows"] = np.concatenate(list(d.values())) if d else np.zeros(0, np.int64)
+    path = Path(directory) / FACTS_FILE
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **out)
+    return path
+
+
+def load_fact_tables(directory: str | Path, fp: str) -> dict[str, Any] | None:
+    """The saved fact tables when they are of these items and this vocabulary (`fp`), else None."""
+    path = Path(directory) / FACTS_FILE
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if str(z["fingerprint"]) != fp:
+            log.warning("fact tables at %s are of other items or another vocabulary: not used", path)
+            return None
+        out: dict[str, Any] = {"prices": z["prices"], "loaded": True}
+        for name in FACT_POSTINGS:
+            keys, offsets, rows = z[f"{name}.keys"], z[f"{name}.offsets"], z[f"{name}.rows"]
+            split = (lambda k: tuple(k.split("\x1f"))) if name in ("strong", "weak") else str
+            out[name] = {split(str(k)): rows[offsets[i]: offsets[i + 1]] for i, k in enumerate(keys)}
+    return out
+
+
 def build_index(config: str | Path | dict, command: str = "", vectors: str | Path | np.ndarray | None = None) -> ItemVectors:
     """`whyrec index build`: encode every catalog item (cached tower features) and save the index,
     then the catalog's vocabulary, the BM25 index and (unless `search.fit_fusion` is off) the fitted
@@ -588,11 +710,14 @@ def build_index(config: str | Path | dict, command: str = "", vectors: str | Pat
     t_vocab = time.time() - t0
     lexical = LexicalIndex.build(catalog.products)
     lexical.save(icfg.dir)
+    t0 = time.time()
+    save_fact_tables(icfg.dir, fact_tables(catalog.products, vocab), facts_fingerprint(catalog.products, vocab))
+    index.meta["fact_tables_seconds"] = round(time.time() - t0, 2)
     index.meta["vocabulary_seconds"] = round(t_vocab, 2)
     index.meta["bm25_seconds"] = lexical.build_seconds
     log.info("vocabulary in %.1fs, BM25 in %.1fs, saved beside the index at %s", t_vocab, lexical.build_seconds, icfg.dir)
     if scfg.fit_fusion:
-        searcher = Searcher(catalog, encoder, index, scfg, vocab, lexical)
+        searcher = Searcher(catalog, encoder, index, scfg, vocab, lexical, facts_dir=icfg.dir)
         try:
             report = fit_fusion(searcher, scfg.fusion_queries)
         except ValueError as e:  # e.g. a catalog without product types: search then uses rrf

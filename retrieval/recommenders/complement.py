@@ -99,23 +99,23 @@ def basket_sets(frame, catalog: Catalog) -> list[CoSet]:
 class GoesWith:
     """Complementary-item scores learned from co-occurrence sets."""
 
-    def __init__(self, catalog: Catalog, cfg: GoesWithConfig | None = None, source: str = "rooms"):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
-        from retrieval.catalog import product_text
+    def __init__(self, catalog: Catalog, cfg: GoesWithConfig | None = None, source: str = "rooms", ctx=None):
+        """`ctx`: the served recommender's ModelContext, whose item texts' TF-IDF is shared (else made here)."""
+        from retrieval.recommenders.context import ModelContext
 
         self.catalog, self.cfg, self.source = catalog, cfg or GoesWithConfig(), source
-        ps = catalog.products
-        self.n = len(ps)
-        cats: dict[str, int] = {}
-        self.cat = np.array([cats.setdefault(p.category[-1].lower() if p.category else "", len(cats)) for p in ps], np.int64)
-        self.cat_names = list(cats)
+        self.n = len(catalog)
         key = self.cfg.series_attribute
+        cats: dict[str, int] = {}
         series: dict[str, int] = {}
-        self.series = np.array([series.setdefault(p.attributes.get(key, "").strip().upper(), len(series)) if key and p.attributes.get(key, "").strip() else -1
-                                for p in ps], np.int64)
-        self.series_names = list(series)
-        self.X = TfidfVectorizer(min_df=1, sublinear_tf=True, stop_words="english").fit_transform([product_text(p) for p in ps]).tocsr()
+        cat, ser = [], []
+        for p in catalog.products:  # one pass: a stored catalog makes each Product on access
+            cat.append(cats.setdefault(p.category[-1].lower() if p.category else "", len(cats)))
+            value = p.attributes.get(key, "").strip() if key else ""
+            ser.append(series.setdefault(value.upper(), len(series)) if value else -1)
+        self.cat, self.cat_names = np.array(cat, np.int64), list(cats)
+        self.series, self.series_names = np.array(ser, np.int64), list(series)
+        self.X = (ctx if ctx is not None else ModelContext.from_catalog(catalog)).text_tfidf()
 
     def fit(self, sets: Sequence[CoSet]) -> "GoesWith":
         """Co-occurrence statistics of items, categories and contexts over `sets`."""
@@ -217,13 +217,14 @@ class GoesWith:
         return [(self.catalog.ids[j], float(s[j]), *self.reason(q, int(j), comps)) for j in top]
 
 
-def build_goes_with(catalog: Catalog, cfg: GoesWithConfig, purchases_frame=None) -> GoesWith | None:
-    """The served model: rooms/outfit sets where configured, else same-day baskets (None: no data)."""
+def build_goes_with(catalog: Catalog, cfg: GoesWithConfig, purchases_frame=None, ctx=None) -> GoesWith | None:
+    """The served model: rooms/outfit sets where configured, else same-day baskets (None: no data).
+    `ctx`: the served recommender's ModelContext (its item texts' TF-IDF is shared)."""
     if cfg.sets:
-        return GoesWith(catalog, cfg, "rooms").fit(read_sets(cfg.sets, catalog, cfg.set_column, cfg.context_column))
+        return GoesWith(catalog, cfg, "rooms", ctx).fit(read_sets(cfg.sets, catalog, cfg.set_column, cfg.context_column))
     if cfg.baskets and purchases_frame is not None and len(purchases_frame):
         sets = basket_sets(purchases_frame, catalog)
         if sets:
-            return GoesWith(catalog, cfg, "baskets").fit(sets)
+            return GoesWith(catalog, cfg, "baskets", ctx).fit(sets)
     log.warning("goes-with: no co-occurrence sets and no multi-item baskets; not served")
     return None

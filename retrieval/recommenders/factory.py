@@ -47,6 +47,9 @@ class RecommendConfig:
     cache_dir: str = "var/cache/features"  # tower feature cache (item_vectors: towers, image features)
     image_features: bool = False  # ranker: photo similarity from the cached image tower
     merge_same_day: bool = True  # several units of one item on one day are one purchase
+    # the service restores the fit `whyrec index fit-recommender` saved beside the index; without a
+    # matching one it fits at start-up up to this many items, and above it refuses to start (null: no limit)
+    fit_at_start_max_items: int | None = 100_000
     models: dict[str, dict] = field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_MODELS.items()})
     goes_with: dict = field(default_factory=dict)  # retrieval.recommenders.complement.GoesWithConfig
 

@@ -41,6 +41,15 @@ class Recommender:
     def score_histories(self, histories: Sequence[History]) -> np.ndarray:
         raise NotImplementedError
 
+    def fitted_state(self) -> dict | None:
+        """What an expensive fit learned (arrays, sparse matrices, strings, nested dicts), to save
+        beside the index (`retrieval.recommenders.saved`); None: refitting at start-up is cheap."""
+        return None
+
+    def restore(self, data: TrainData, state: dict | None) -> "Recommender":
+        """Fitted on `data` from a saved `fitted_state` (the default refits: nothing was saved)."""
+        return self.fit(data)
+
     def score(self, users: Sequence[str]) -> np.ndarray:
         """Scores for trained shoppers by id (their training histories)."""
         return self.score_histories(self.data.histories(users))
@@ -114,26 +123,49 @@ class Repeat(Recommender):
 
 
 _NEIGHBOUR_CACHE: dict[tuple, sp.csr_matrix] = {}
+FULL_TABLE_BELOW = 50_000  # tf-idf: the whole neighbour table below this many items; above it, only the rows histories use
 
 
 class TfidfKNN(Recommender):
     """Item-text kNN over TF-IDF vectors of the item texts (scikit-learn). The item-item neighbour
-    matrix depends only on the texts, so it is computed once per process and shared by every fit."""
+    matrix depends only on the texts, so it is computed once per process and shared by every fit.
+
+    Scoring reads only the neighbour rows of history items. Below FULL_TABLE_BELOW items the whole
+    table is computed at once; above it (a 1M catalog: a full table is hours of sparse products)
+    only the rows of the items histories hold are, on first use, with the same per-row arithmetic
+    (so the same numbers), and `fitted_state` saves those of the training purchases for serving."""
 
     kind = "tfidf"
 
     def __init__(self, texts: Sequence[str], neighbours: int | None = 100, half_life_days: float | None = 60.0,
                  min_df: int = 2, ngram_max: int = 1):
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         self.neighbours = neighbours
         self.half_life_days = half_life_days
-        texts = list(texts)
-        self._key = (hash(tuple(texts)), min_df, ngram_max, neighbours)
-        vec = TfidfVectorizer(min_df=min(min_df, max(1, len(texts))), ngram_range=(1, ngram_max), sublinear_tf=True,
-                              stop_words="english")
-        self.X = vec.fit_transform(texts).astype(np.float32).tocsr()
-        self.XT = self.X.T.tocsr()
+        self.texts = list(texts)
+        self.min_df, self.ngram_max = min_df, ngram_max
+        self._key = (hash(tuple(self.texts)), min_df, ngram_max, neighbours)
+        self._X: sp.csr_matrix | None = None
+        self._XT: sp.csr_matrix | None = None
+        self._rows: dict[int, sp.csr_matrix] = {}  # item row -> its neighbour row (large catalogs)
+
+    @property
+    def X(self) -> sp.csr_matrix:
+        """(items x terms) TF-IDF matrix, fitted on first use (or restored from a saved fit)."""
+        if self._X is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            t0 = time.time()
+            vec = TfidfVectorizer(min_df=min(self.min_df, max(1, len(self.texts))), ngram_range=(1, self.ngram_max),
+                                  sublinear_tf=True, stop_words="english")
+            self._X = vec.fit_transform(self.texts).astype(np.float32).tocsr()
+            log.info("tfidf: %d texts vectorised in %.1fs", len(self.texts), time.time() - t0)
+        return self._X
+
+    @property
+    def XT(self) -> sp.csr_matrix:
+        if self._XT is None:
+            self._XT = self.X.T.tocsr()
+        return self._XT
 
     def fit(self, data: TrainData) -> "TfidfKNN":
         if self.X.shape[0] != data.n_items:
@@ -145,30 +177,64 @@ class TfidfKNN(Recommender):
         """(len(rows), n_items) cosine similarities of items to every item."""
         return (self.X[rows] @ self.XT).toarray()
 
+    def _neighbour_rows(self, rows: np.ndarray, chunk: int) -> sp.csr_matrix:
+        """(len(rows), items) sparse: each row keeps its `neighbours` most similar items."""
+        n, k = self.X.shape[0], min(self.neighbours, self.X.shape[0])
+        parts = []
+        full = len(rows) == n  # the whole table (small catalogs): sparse products, as always
+        for s in tqdm(range(0, len(rows), chunk), desc="tfidf neighbours", unit="chunk", disable=len(rows) <= 4 * chunk):
+            # a few rows against a large catalog: (items x terms) CSR times a dense (terms x rows) block is ~3x
+            # faster than the sparse product (whose per-row result is nearly dense), same sums in the same order
+            sims = self.similarities(rows[s: s + chunk]) if full else np.ascontiguousarray((self.X @ self.X[rows[s: s + chunk]].T.toarray()).T)
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
+            vals = np.take_along_axis(sims, top, 1)
+            parts.append(sp.csr_matrix((vals.ravel(), top.ravel(), np.arange(0, vals.size + 1, k)), shape=(len(sims), n)))
+        return sp.vstack(parts).tocsr() if parts else sp.csr_matrix((0, n), dtype=np.float32)
+
     def neighbour_matrix(self, chunk: int = 512) -> sp.csr_matrix:
         """(items x items) sparse: each row keeps its `neighbours` most similar items."""
         if self._key not in _NEIGHBOUR_CACHE:
-            n, k = self.X.shape[0], min(self.neighbours, self.X.shape[0])
             t0 = time.time()
-            parts = []
-            for s in tqdm(range(0, n, chunk), desc="tfidf neighbours", unit="chunk", disable=n <= 4 * chunk):
-                sims = self.similarities(np.arange(s, min(n, s + chunk)))
-                top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(sims), 1))
-                vals = np.take_along_axis(sims, top, 1)
-                parts.append(sp.csr_matrix((vals.ravel(), top.ravel(), np.arange(0, vals.size + 1, k)), shape=(len(sims), n)))
-            _NEIGHBOUR_CACHE[self._key] = sp.vstack(parts).tocsr()
-            log.info("tfidf: %d x %d neighbours in %.1fs", n, k, time.time() - t0)
+            _NEIGHBOUR_CACHE[self._key] = self._neighbour_rows(np.arange(self.X.shape[0]), chunk)
+            log.info("tfidf: %d x %d neighbours in %.1fs", self.X.shape[0], min(self.neighbours, self.X.shape[0]), time.time() - t0)
         return _NEIGHBOUR_CACHE[self._key]
+
+    def neighbours_of(self, items: np.ndarray, chunk: int = 64) -> sp.csr_matrix:
+        """The neighbour rows of `items` (sorted, distinct): the table's rows, or (large catalogs)
+        rows computed on first use and kept."""
+        if self.X.shape[0] < FULL_TABLE_BELOW or self._key in _NEIGHBOUR_CACHE:
+            return self.neighbour_matrix()[items]
+        new = np.array([i for i in items if int(i) not in self._rows], np.int64)
+        if len(new):
+            rows = self._neighbour_rows(new, chunk)
+            for r, i in enumerate(new):
+                self._rows[int(i)] = rows[r]
+        return sp.vstack([self._rows[int(i)] for i in items]).tocsr()
+
+    def fitted_state(self) -> dict:
+        """The TF-IDF matrix and the neighbour rows of every trained purchase (what scoring reads)."""
+        items = np.unique(self.data.hist_item) if self.neighbours is not None and self.neighbours < self.X.shape[0] else np.zeros(0, np.int64)
+        return {"X": self.X, "neighbour_items": items, "neighbour_rows": self.neighbours_of(items) if len(items) else None}
+
+    def restore(self, data: TrainData, state: dict | None) -> "TfidfKNN":
+        if state is None:
+            return self.fit(data)
+        self._X = state["X"].astype(np.float32).tocsr()
+        self._XT = None
+        items, rows = state["neighbour_items"], state.get("neighbour_rows")
+        if len(items):
+            self._rows.update({int(i): rows[r] for r, i in enumerate(items)})
+        return self.fit(data)
 
     def score_histories(self, histories: Sequence[History]) -> np.ndarray:
         out = np.zeros((len(histories), self.X.shape[0]), np.float32)
-        nn = self.neighbour_matrix() if self.neighbours is not None and self.neighbours < self.X.shape[0] else None
+        knn = self.neighbours is not None and self.neighbours < self.X.shape[0]
         for r, h in enumerate(histories):
             if not len(h):
                 continue
             uniq, inv = np.unique(h.items, return_inverse=True)
             w = np.bincount(inv, weights=recency_weights(h.days, self.half_life_days)).astype(np.float32)
-            out[r] = (nn[uniq].T @ w) if nn is not None else w @ self.similarities(uniq)
+            out[r] = (self.neighbours_of(uniq).T @ w) if knn else w @ self.similarities(uniq)
         return out
 
 
@@ -182,10 +248,35 @@ def user_items_matrix(data: TrainData) -> sp.csr_matrix:
 class _Factorisation(Recommender):
     """Shared scoring of the `implicit` models: user factors . item factors."""
 
-    def _fit_model(self, model, data: TrainData) -> None:
+    def _make_model(self):
+        raise NotImplementedError
+
+    def fit(self, data: TrainData) -> "_Factorisation":
+        self._fit_model(self._make_model(), data)
+        return self
+
+    def _index(self, data: TrainData) -> None:
         self.data = data
         self.user_index = {u: i for i, u in enumerate(data.users)}
         self.user_items = user_items_matrix(data)
+
+    def fitted_state(self) -> dict:
+        return {"U": self.U, "V": self.V}
+
+    def restore(self, data: TrainData, state: dict | None) -> "_Factorisation":
+        if state is None:
+            return self.fit(data)
+        self._index(data)
+        if len(state["V"]) != data.n_items or len(state["U"]) != (len(data.users) if self.user_items.nnz else 0):
+            raise ValueError(f"saved {self.kind} factors do not fit these purchases; refit them")
+        self.U, self.V = np.asarray(state["U"], np.float32), np.asarray(state["V"], np.float32)
+        self.model = self._make_model()
+        if self.user_items.nnz:
+            self.model.user_factors, self.model.item_factors = self.U, self.V
+        return self
+
+    def _fit_model(self, model, data: TrainData) -> None:
+        self._index(data)
         t0 = time.time()
         if self.user_items.nnz:
             model.fit(self.user_items, show_progress=False)
@@ -216,11 +307,10 @@ class ALS(_Factorisation):
         self.params = dict(factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
                            random_state=seed, num_threads=threads)
 
-    def fit(self, data: TrainData) -> "ALS":
+    def _make_model(self):
         from implicit.cpu.als import AlternatingLeastSquares
 
-        self._fit_model(AlternatingLeastSquares(**self.params), data)
-        return self
+        return AlternatingLeastSquares(**self.params)
 
     def user_vector(self, h: History) -> np.ndarray:
         if not len(h) or not self.user_items.nnz:
@@ -240,11 +330,10 @@ class BPR(_Factorisation):
         self.params = dict(factors=factors, learning_rate=learning_rate, regularization=regularization,
                            iterations=iterations, random_state=seed, num_threads=threads)
 
-    def fit(self, data: TrainData) -> "BPR":
+    def _make_model(self):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-        self._fit_model(BayesianPersonalizedRanking(**self.params), data)
-        return self
+        return BayesianPersonalizedRanking(**self.params)
 
     def user_vector(self, h: History) -> np.ndarray:
         if h.user is not None and h.user in self.user_index and len(self.U):
@@ -314,6 +403,17 @@ class Hybrid(Recommender):
         for name, model in self.components.items():
             if self.weights.get(name, 0):
                 model.fit(data)
+        return self
+
+    def fitted_state(self) -> dict:
+        return {"components": {n: m.fitted_state() for n, m in self.components.items() if self.weights.get(n, 0)}}
+
+    def restore(self, data: TrainData, state: dict | None) -> "Hybrid":
+        self.data = data
+        saved = (state or {}).get("components", {})
+        for name, model in self.components.items():
+            if self.weights.get(name, 0):
+                model.restore(data, saved.get(name))
         return self
 
     def score_histories(self, histories: Sequence[History]) -> np.ndarray:

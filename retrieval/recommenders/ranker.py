@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MISSING_RANK = 1000.0
 NOT_CANDIDATE = -1000.0
+BATCH_BYTES = 1 << 30
 
 
 @dataclass
@@ -99,13 +100,17 @@ class Ranker(Recommender):
         self.windows, self.max_train_users, self.batch, self.seed = windows, max_train_users, batch, seed
         self.params = params or RankerParams()
         self.model = None
+        self.booster = None  # the fitted LightGBM booster (also what a saved fit restores)
         self.info: dict = {}
 
     # ------------------------------------------------------------------ data-dependent tables
-    def _prepare(self, data: TrainData) -> None:
+    def _prepare(self, data: TrainData, states: dict | None = None) -> None:
         self.data = data
-        for m in self.sources.values():
-            m.fit(data)
+        for name, m in self.sources.items():
+            if states is None:
+                m.fit(data)
+            else:
+                m.restore(data, states.get(name))
         self.counts = np.bincount(data.rows_item, minlength=data.n_items).astype(np.float64)
         first = np.full(data.n_items, np.nan)
         if len(data.rows_item):
@@ -231,8 +236,10 @@ class Ranker(Recommender):
 
     def _batched_features(self, histories: Sequence[History], desc: str):
         rows, feats, names = [], [], []
-        for s in tqdm(range(0, len(histories), self.batch), desc=desc, unit="batch", disable=len(histories) <= self.batch):
-            r, f, names = self._features(histories[s : s + self.batch])
+        # each source scores a (batch x items) float32 matrix: bound them to ~BATCH_BYTES together (1M items: ~30 histories)
+        batch = max(1, min(self.batch, BATCH_BYTES // max(1, 4 * self.data.n_items * max(1, len(self.n_cand)))))
+        for s in tqdm(range(0, len(histories), batch), desc=desc, unit="batch", disable=len(histories) <= batch):
+            r, f, names = self._features(histories[s : s + batch])
             rows += r
             feats += f
         return rows, feats, names
@@ -240,10 +247,9 @@ class Ranker(Recommender):
     # ------------------------------------------------------------------ fit / score
     def fit(self, data: TrainData) -> "Ranker":
         import lightgbm as lgb
-        from sklearn.feature_extraction.text import TfidfVectorizer
 
         t0 = time.time()
-        self._tfidf = TfidfVectorizer(min_df=1, sublinear_tf=True, stop_words="english").fit_transform(self.ctx.texts).tocsr()
+        self._tfidf = self.ctx.text_tfidf()
         rng = np.random.default_rng(self.seed)
         frame = _frame(data)
         X_parts, y_parts, groups = [], [], []
@@ -279,6 +285,7 @@ class Ranker(Recommender):
                                     n_jobs=p.threads, verbose=-1)
         t_fit = time.time()
         self.model.fit(np.concatenate(X_parts), np.concatenate(y_parts), group=groups, feature_name=fnames)
+        self.booster = self.model.booster_
         self.feature_names = fnames
         gain = self.model.booster_.feature_importance("gain")
         self.info = {"train_groups": len(groups), "train_rows": int(sum(groups)),
@@ -290,12 +297,33 @@ class Ranker(Recommender):
         log.info("ranker trained on %d groups (%d rows) in %.1fs", len(groups), sum(groups), self.info["fit_s"])
         return self
 
+    def fitted_state(self) -> dict:
+        """The booster, the ranker's own TF-IDF matrix and its sources' saved fits (the training
+        windows are the expensive part: at 1M items they score thousands of histories per source)."""
+        if self.booster is None:
+            raise ValueError("the ranker is not fitted")
+        return {"booster": self.booster.model_to_string(), "feature_names": list(self.feature_names), "info": dict(self.info),
+                "tfidf": self._tfidf, "sources": {n: m.fitted_state() for n, m in self.sources.items()}}
+
+    def restore(self, data: TrainData, state: dict | None) -> "Ranker":
+        if state is None:
+            return self.fit(data)
+        import lightgbm as lgb
+
+        self._tfidf = self.ctx.text_tfidf_matrix = state["tfidf"].tocsr()
+        self.booster = lgb.Booster(model_str=state["booster"])
+        self.feature_names, self.info = list(state["feature_names"]), dict(state["info"])
+        if self.booster.feature_name() != self.feature_names:
+            raise ValueError("the saved ranker's features are not this code's; refit it")
+        self._prepare(data, state.get("sources", {}))
+        return self
+
     def score_histories(self, histories: Sequence[History]) -> np.ndarray:
-        if self.model is None:
+        if self.booster is None:
             raise ValueError("the ranker is not fitted")
         out = np.tile(self.fallback, (len(histories), 1))
         rows, feats, _ = self._batched_features(list(histories), "ranker scoring")
         for r, (cand, F) in enumerate(zip(rows, feats)):
             if len(cand):
-                out[r, cand] = self.model.booster_.predict(F)
+                out[r, cand] = self.booster.predict(F)
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -66,22 +67,50 @@ def build_model(name: str, cfg: RecommendConfig, ctx: ModelContext) -> Recommend
 
 
 class ServedRecommender:
-    """`recommend.model` fitted on every purchase of the catalog."""
+    """`recommend.model` fitted on every purchase of the catalog, or restored from the fit saved
+    beside the index (`saved_dir`, `whyrec index fit-recommender`) when that fit is of this very
+    catalog, purchases and config. `fit`: "auto" (restore, else refit up to cfg.fit_at_start_max_items
+    items, else refuse), "always" (refit: what fit-recommender does)."""
 
-    def __init__(self, catalog: Catalog, cfg: RecommendConfig, ctx: ModelContext):
+    def __init__(self, catalog: Catalog, cfg: RecommendConfig, ctx: ModelContext, saved_dir: str | Path | None = None,
+                 fit: str = "auto"):
+        from retrieval.recommenders import saved
+
         self.catalog, self.cfg, self.ctx = catalog, cfg, ctx
         t0 = time.time()
         purchases = catalog.interactions.merged_same_day() if cfg.merge_same_day else catalog.interactions
         self.data = TrainData.from_interactions(purchases, catalog.ids, catalog.row)
-        self.model = build_model(cfg.model, cfg, ctx).fit(self.data)
+        self.fingerprint = saved.fingerprint(cfg, ctx, self.data)
+        log.info("recommender data: %d purchases, %d shoppers, fingerprint in %.1fs", len(purchases), len(self.data.users), time.time() - t0)
+        model = build_model(cfg.model, cfg, ctx)
+        state, why = saved.load_fitted(saved_dir, cfg.model, self.fingerprint) if saved_dir and fit == "auto" else (None, "refit asked")
+        if state is not None:
+            self.model, self.source = model.restore(self.data, state), "saved"
+        else:
+            if saved_dir and fit == "auto":
+                limit = cfg.fit_at_start_max_items
+                if limit is not None and len(catalog) > limit:
+                    raise ValueError(f"recommender {cfg.model}: {why} at {saved_dir}, and {len(catalog)} items are more than "
+                                     f"recommend.fit_at_start_max_items ({limit}) to fit at start-up; run `whyrec index fit-recommender`")
+                if why != "no saved fit":
+                    log.warning("recommender %s: %s at %s: refitting now (run `whyrec index fit-recommender`)", cfg.model, why, saved_dir)
+            self.model, self.source = model.fit(self.data), "fitted"
         if len(self.data.users):  # lazily built tables (tf-idf neighbours) now, not in the first request
             self.model.score_histories([self.data.history_of(self.data.users[0])])
         self.fit_s = round(time.time() - t0, 2)
         self.name = cfg.model
-        log.info("recommender %s (%s) fitted on %d purchases in %.1fs", self.name, self.model.kind, len(purchases), self.fit_s)
+        log.info("recommender %s (%s) %s on %d purchases in %.1fs", self.name, self.model.kind, self.source, len(purchases), self.fit_s)
+
+    def save(self, index_dir: str | Path) -> Path:
+        """Save this fit beside the index, for `whyrec serve` to restore."""
+        from retrieval.recommenders import saved
+
+        return saved.save_fitted(index_dir, self.name, self.model.kind, self.fingerprint, self.model.fitted_state(),
+                                 {"fit_s": self.fit_s, "items": len(self.catalog), "purchases": int(len(self.data.hist_item))})
 
     @classmethod
-    def build(cls, catalog: Catalog, cfg: RecommendConfig, index=None) -> "ServedRecommender":
+    def build(cls, catalog: Catalog, cfg: RecommendConfig, index=None, saved_dir: str | Path | None = None,
+              fit: str = "auto") -> "ServedRecommender":
         if cfg.item_vectors == "index" and index is None:
             raise ValueError("recommend.item_vectors: index needs the serving index")
         if needs_vectors(cfg.models, cfg.model) and cfg.item_vectors is None:
@@ -89,7 +118,7 @@ class ServedRecommender:
         if not catalog.interactions and cfg.model != "content":
             log.warning("the catalog has no purchases: serving the content model instead of %s", cfg.model)
             cfg = RecommendConfig(**{**cfg.__dict__, "model": "content", "models": {**cfg.models, "content": cfg.models.get("content", {"kind": "content"})}})
-        return cls(catalog, cfg, load_context(catalog, cfg, index))
+        return cls(catalog, cfg, load_context(catalog, cfg, index), saved_dir, fit)
 
     def history(self, item_ids: Sequence[str], user: str | None = None) -> History:
         """A shopper's training history (when known) followed by extra items (a cart, dated today's last day)."""
@@ -124,6 +153,31 @@ class ServedRecommender:
             reason = history_reason(int(row), self.catalog.products, h, self.ctx.groups, self.ctx.item_vectors)
             out.append(Recommendation(self.catalog.ids[row], float(s[row]), float(s[row]), because=reason.item_id, reason=reason))
         return out
+
+
+def fit_recommender(config: str | Path | dict) -> dict:
+    """`whyrec index fit-recommender`: fit the config's served recommender on the catalog's
+    purchases and save the fit beside the index, where `whyrec serve` restores it (large catalogs
+    cannot fit at start-up)."""
+    from retrieval.config import load_yaml, section
+    from retrieval.index import open_index
+    from retrieval.search import CatalogConfig, IndexConfig
+
+    raw = config if isinstance(config, dict) else load_yaml(config)
+    icfg = section(raw, "index", IndexConfig)
+    cfg = section(raw, "recommend", RecommendConfig)
+    t0 = time.time()
+    catalog = Catalog.load(section(raw, "catalog", CatalogConfig).dir)
+    index = open_index(icfg.dir, icfg.params) if cfg.item_vectors == "index" else None
+    log.info("catalog (%d items) and index loaded in %.1fs", len(catalog), time.time() - t0)
+    rec = ServedRecommender.build(catalog, cfg, index, saved_dir=icfg.dir, fit="always")
+    t1 = time.time()
+    path = rec.save(icfg.dir)
+    size = sum(f.stat().st_size for f in path.iterdir())
+    log.info("recommender fit saved at %s (%.0f MB) in %.1fs", path, size / 2**20, time.time() - t1)
+    return {"model": rec.name, "kind": rec.model.kind, "items": len(catalog), "purchases": int(len(rec.data.hist_item)),
+            "fit_seconds": rec.fit_s, "save_seconds": round(time.time() - t1, 2), "saved": str(path), "bytes": size,
+            "fingerprint": rec.fingerprint}
 
 
 def query_scores(searcher, query: str, catalog: Catalog) -> tuple[np.ndarray, list]:
