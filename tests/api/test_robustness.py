@@ -247,11 +247,13 @@ def own(search_config, tmp_path_factory):
     from tests.api.conftest import ADMIN_KEY, start_server
 
     root = tmp_path_factory.mktemp("own-server")
-    catalog = Catalog.load(search_config["catalog"]["dir"])
-    injected, photoless = catalog.products[0], catalog.products[1]
+    stored = Catalog.load(search_config["catalog"]["dir"])
+    products = list(stored.products)  # a loaded catalog makes Product objects on access: edit copies, save them
+    injected, photoless = products[0], products[1]
     injected.description = f"{injected.description} {INJECTION}"
     injected.title = f"{injected.title} [{INJECTION[:40]}]"
     photoless.image_paths = [str(root / "deleted-photo.jpg")]
+    catalog = Catalog(products, stored.interactions, root=stored.root)
     catalog.save(root / "catalog")
     cfg = {**search_config, "catalog": {"dir": str(root / "catalog")}, "serve": {"admin_key": ADMIN_KEY, "default_k": 8}}
     (root / "whyrec.yaml").write_text(yaml.safe_dump(cfg))
