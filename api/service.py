@@ -36,13 +36,16 @@ def has_image(engine: Engine, product) -> bool:
     return known[product.id]
 
 
+def item_fields(engine: Engine, product) -> dict[str, Any]:
+    """An item's `ItemOut` fields (a hit's too: `HitOut` extends it, built once, not via an ItemOut)."""
+    return dict(id=product.id, title=product.title, description=product.description,
+                image_url=f"/items/{product.id}/image" if has_image(engine, product) else None,
+                price=product.price, colour=product.colour, category=list(product.category),
+                attributes={str(k): str(v) for k, v in product.attributes.items()})
+
+
 def item_out(engine: Engine, product) -> ItemOut:
-    return ItemOut(
-        id=product.id, title=product.title, description=product.description,
-        image_url=f"/items/{product.id}/image" if has_image(engine, product) else None,
-        price=product.price, colour=product.colour, category=list(product.category),
-        attributes={str(k): str(v) for k, v in product.attributes.items()},
-    )
+    return ItemOut(**item_fields(engine, product))
 
 
 def shopper_items(engine: Engine, user_id: str, limit: int | None = None) -> list[str]:
@@ -260,8 +263,7 @@ def hits_out(engine: Engine, settings: Settings, hits, request_text: str, explai
         why = {i: rationale_out(r) for i, r, _ in rationales_iter(engine, settings, request_text, pairs, history)}
     out = []
     for rank, (hit, product) in enumerate(zip(hits, products), 1):
-        item = item_out(engine, product)
-        out.append(HitOut(**item.model_dump(), rank=rank, score=float(hit.score), dense=float(hit.dense),
+        out.append(HitOut(**item_fields(engine, product), rank=rank, score=float(hit.score), dense=float(hit.dense),
                           matched=[_term_text(t) for t in (hit.matched or [])], because=getattr(hit, "because", None),
                           rationale=why.get(rank - 1)))
     return out
