@@ -6,8 +6,7 @@ item without cached text: the same turn, `describe.describe_turns`, decoded unde
 with no word exempt, kept by the same rule, `describe.keep_item_text`). Every output goes through
 synth_data's one check-and-fallback path (`settle`): a text that contradicts a catalog fact, states
 one the catalog does not back, or is empty is replaced by the grounded template explainer's, with
-`fallback_reason` saying why. `explain_prompt` (synth_data's `rationale_prompt` with the shopper's
-request and purchases, the turn the live path used before) is no longer served.
+`fallback_reason` saying why.
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ from retrieval.catalog import Product
 from synth_data.explain import EXPLAINERS, Evidence, GroundedExplainer, Rationale, gather_evidence, register_explainer, settle
 from retrieval.vocabulary import item_values
 from synth_data.grounding import check, forbidden_phrases
-from synth_data.prompts import clean, human_turn, rationale_prompt
+from synth_data.prompts import human_turn
 from synth_data.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -287,16 +286,6 @@ def checked_stream(pieces: Iterator[str], product: Product, request: str | None,
         yield buffer
         said += buffer
     return said, []
-
-
-def explain_prompt(request: str, product: Product, evidence: Evidence | None = None) -> str:
-    """The human turn: synth's rationale prompt, plus the shopper's purchases when known."""
-    text = rationale_prompt(request, product, image=True)
-    if evidence is not None and evidence.history:
-        bought = "; ".join(f'"{clean(h.title, 120)}" ({", ".join(f"{k} {v}" for k, v in h.shared)})' for h in evidence.history)
-        head, sep, instruction = text.rpartition("\n")
-        text = f"{head}\n<purchase_history>\nbought before: {bought}\n</purchase_history>{sep}{instruction}"
-    return text
 
 
 def _image_for(product: Product, image_root: str | Path | None) -> Image.Image:

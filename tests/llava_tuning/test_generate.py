@@ -9,7 +9,7 @@ from retrieval.catalog import Product
 from synth_data.explain import EXPLAINERS, gather_evidence, get_explainer
 
 from llava_tuning.adapters import load_model
-from llava_tuning.generate import GenerationSettings, Generator, LlavaExplainer, explain_prompt
+from llava_tuning.generate import GenerationSettings, Generator, LlavaExplainer
 
 
 def convs(n):
@@ -63,18 +63,6 @@ def product(tmp_path, colour="Dark Blue", rgb=(20, 30, 120)):
                    attributes={"colour": colour, "product_type": "Trousers", "garment_group": "Trousers Denim",
                                "index_group": "Menswear", "pattern": "Denim"},
                    category=["Menswear", "Trousers"], colour=colour, image_paths=[str(path)])
-
-
-def test_prompt_holds_facts_request_and_history(tmp_path):
-    p = product(tmp_path)
-    past = product(tmp_path, "Black", (0, 0, 0))
-    past.id, past.title = "old", "Black slim jeans"
-    ev = gather_evidence("dark blue jeans", p, history=[past])
-    text = explain_prompt("dark blue jeans", p, ev)
-    assert text.startswith("<image>\n") and '"dark blue jeans"' in text and "colour: Dark Blue" in text
-    assert "bought before" in text and "Black slim jeans" in text
-    assert text.rstrip().endswith("from the catalog data and the picture.")
-    assert "bought before" not in explain_prompt("dark blue jeans", p, gather_evidence("dark blue jeans", p))
 
 
 def test_explainer_falls_back_on_a_contradiction(tuned, tmp_path):
