@@ -34,30 +34,24 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from eval.server import sse_events  # noqa: E402 - after the repo is on the path
+
 
 def read_stream(client: httpx.Client, query: str, k: int) -> dict:
     """One /search/stream request: event times (ms) and the rationales' sources."""
     t0 = time.perf_counter()
     out: dict = {"results_ms": None, "first_ms": None, "all_ms": None, "sources": []}
-    event, data = None, []
     with client.stream("POST", "/search/stream", json={"query": query, "k": k}) as r:
         r.raise_for_status()
-        for line in r.iter_lines():
-            if line.startswith("event:"):
-                event = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif not line and event:
-                ms = (time.perf_counter() - t0) * 1000
-                body = json.loads("\n".join(data))
-                if event == "results":
-                    out["results_ms"] = ms
-                elif event == "rationale":
-                    out["first_ms"] = out["first_ms"] or ms
-                    out["sources"].append(source(body["rationale"]))
-                elif event == "done":
-                    out["all_ms"] = ms
-                event, data = None, []
+        for event, body in sse_events(r):
+            ms = (time.perf_counter() - t0) * 1000
+            if event == "results":
+                out["results_ms"] = ms
+            elif event == "rationale":
+                out["first_ms"] = out["first_ms"] or ms
+                out["sources"].append(source(body["rationale"]))
+            elif event == "done":
+                out["all_ms"] = ms
     return out
 
 

@@ -1,12 +1,27 @@
 """A real `whyrec serve` child process for evaluations and benchmarks: eval/ never imports api/."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
+
+
+def sse_events(response) -> Iterator[tuple[str, dict]]:
+    """(event, JSON data) of each server-sent event of a streamed httpx response, as it arrives."""
+    event, data = None, []
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line and event:
+            yield event, json.loads("\n".join(data))
+            event, data = None, []
 
 
 def free_port() -> int:

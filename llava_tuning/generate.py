@@ -262,29 +262,33 @@ CLAUSE_END = re.compile(r"[.!?;:,](?=\s)")
 SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 
+def chunks_at(pieces: Iterator[str], end: re.Pattern) -> Iterator[str]:
+    """A model's streamed words regrouped into chunks that each end at a boundary of `end` (a clause,
+    a sentence), as soon as the boundary is written; what is left once the stream ends comes last."""
+    buffer = ""
+    for piece in pieces:
+        buffer += piece
+        ends = list(end.finditer(buffer))
+        if ends:
+            cut = ends[-1].end()
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer.strip():
+        yield buffer
+
+
 def checked_stream(pieces: Iterator[str], product: Product, request: str | None, sources: Sequence[str],
                    stop: threading.Event) -> Gen[str, None, tuple[str, list[str]]]:
     """Pass a model's words on clause by clause, each once the text so far passes the grounding
     check; the first clause that fails stops the model. Returns (text passed on, failure reasons)."""
-    said, buffer = "", ""
-    for piece in pieces:
-        buffer += piece
-        ends = list(CLAUSE_END.finditer(buffer))
-        if not ends:
-            continue
-        cut = ends[-1].end()
-        result = check(said + buffer[:cut], product, request=request, sources=sources)
+    said = ""
+    for chunk in chunks_at(pieces, CLAUSE_END):
+        result = check(said + chunk, product, request=request, sources=sources)
         if not result.ok:
             stop.set()
             return said, result.reasons()
-        yield buffer[:cut]
-        said, buffer = said + buffer[:cut], buffer[cut:]
-    if buffer.strip():
-        result = check(said + buffer, product, request=request, sources=sources)
-        if not result.ok:
-            return said, result.reasons()
-        yield buffer
-        said += buffer
+        yield chunk
+        said += chunk
     return said, []
 
 
@@ -454,22 +458,8 @@ class LlavaExplainer:
             stop = threading.Event()
             pieces = self.generator.stream([{"from": "human", "value": describe_turns(product)[0]}], _image_for(product, self.image_root),
                                            stop=stop, banned=self.item_banned(product))
-            buffer = ""
-            for piece in pieces:
-                buffer += piece
-                ends = list(SENTENCE_END.finditer(buffer))
-                if not ends:
-                    continue
-                cut = ends[-1].end()
-                new, why = keep_item_text(buffer[:cut], product, kept)
-                buffer = buffer[cut:]
-                if new != kept:
-                    yield " " + new[len(kept):].strip()
-                    kept, reason = new, None
-                elif not kept:
-                    reason = why
-            if buffer.strip():  # the last sentence ends the text, with no space after it
-                new, why = keep_item_text(buffer, product, kept)
+            for chunk in chunks_at(pieces, SENTENCE_END):  # each sentence sent once the offline job's rule keeps it
+                new, why = keep_item_text(chunk, product, kept)
                 if new != kept:
                     yield " " + new[len(kept):].strip()
                     kept, reason = new, None

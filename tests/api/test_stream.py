@@ -22,17 +22,10 @@ LIVE = 2
 
 def read_events(response) -> list[tuple[str, dict, float]]:
     """(event, data, seconds since the request) for each server-sent event."""
+    from eval.server import sse_events
+
     t0 = time.perf_counter()
-    out, event, data = [], None, []
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif not line and event:
-            out.append((event, json.loads("\n".join(data)), time.perf_counter() - t0))
-            event, data = None, []
-    return out
+    return [(event, data, time.perf_counter() - t0) for event, data in sse_events(response)]
 
 
 @pytest.fixture(scope="module")
