@@ -34,39 +34,53 @@ DAYS = 734  # to 2020-09-22, as the Kaggle file
 
 # ----------------------------------------------------------------------------- generate
 def generate(hm: Path, out: Path, rows: int, users: int, seed: int, unknown_share: float, chunk_days: int) -> dict:
-    """Write `out/transactions.csv` (t_dat, customer_id, article_id, price, sales_channel_id), in
-    date order like the Kaggle file, with links to the real articles.csv and images."""
+    """Write `out/transactions.csv` over the real H&M articles, with links to the real articles.csv
+    and images (nothing is copied)."""
+    import numpy as np
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("articles.csv", "images", "customers.csv"):
+        link = out / name
+        if not link.exists():
+            link.symlink_to((hm / name).resolve())
+    articles = pd.read_csv(hm / "articles.csv", dtype=str, usecols=["article_id"])["article_id"].str.zfill(10).to_numpy()
+    real_tx = pd.read_csv(hm / "transactions.csv", dtype={"article_id": str})
+    price = real_tx.groupby("article_id")["price"].median().reindex(articles).to_numpy(np.float64, copy=True)
+    real_customers = pd.read_csv(hm / "customers.csv", dtype=str, usecols=["customer_id"])["customer_id"].to_numpy()
+    return write_transactions(out / "transactions.csv", articles, price, rows, users, seed, unknown_share, chunk_days, real_customers)
+
+
+def write_transactions(path: Path, articles, price, rows: int, users: int, seed: int, unknown_share: float, chunk_days: int,
+                       real_customers=()) -> dict:
+    """A synthetic transactions_train.csv (t_dat, customer_id, article_id, price, sales_channel_id)
+    over `articles` (ids; `price`: each one's price, NaN = drawn), in date order like the Kaggle
+    file: Zipf-like popularity drifting over two years, lognormal shopper activity, baskets of 1-10
+    items, and `unknown_share` of rows on articles the catalog lacks (the import drops them)."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     t0 = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("articles.csv", "images", "customers.csv"):
-        link = out / name
-        if not link.exists():
-            link.symlink_to((hm / name).resolve())
     rng = np.random.default_rng(seed)
-    articles = pd.read_csv(hm / "articles.csv", dtype=str, usecols=["article_id"])["article_id"].str.zfill(10).to_numpy()
-    real_tx = pd.read_csv(hm / "transactions.csv", dtype={"article_id": str})
-    base_price = real_tx.groupby("article_id")["price"].median()
-    price = base_price.reindex(articles).to_numpy(np.float64, copy=True)
+    articles = np.asarray(articles, object)
+    price = np.asarray(price, np.float64).copy()
     price[np.isnan(price)] = np.exp(rng.normal(np.log(0.025), 0.6, int(np.isnan(price).sum())))
     # unknown articles (not in articles.csv): a small share of rows, counted and dropped by the import
     unknown = np.array([f"09{n:08d}" for n in range(1000)], object)
-    art_ids = pa.array(np.r_[articles, unknown].astype(object), pa.string())
+    art_ids = pa.array(np.r_[articles, unknown], pa.string())
     n_items = len(articles)
     # popularity: Zipf-like over a random order of the articles, drifting over time (new items rise)
     rank = rng.permutation(n_items)
     pop = 1.0 / (rank + 10.0) ** 1.05
     launch = rng.integers(-DAYS, DAYS, n_items)  # an article sells from its launch day on
-    # shoppers: 1082 real ids + synthetic 64-hex ids; activity lognormal (a few very active)
-    real_customers = pd.read_csv(hm / "customers.csv", dtype=str, usecols=["customer_id"])["customer_id"].to_numpy()
+    # shoppers: the real ids given + synthetic 64-hex ids; activity lognormal (a few very active)
+    real_customers = np.asarray(real_customers, object)
     n_syn = users - len(real_customers)
     hexes = rng.bytes(32 * n_syn).hex()
     syn = [hexes[64 * i: 64 * (i + 1)] for i in range(n_syn)]
-    cust_ids = pa.array(np.r_[real_customers.astype(object), np.array(syn, object)], pa.string())
+    cust_ids = pa.array(np.r_[real_customers, np.array(syn, object)], pa.string())
     del hexes, syn
     activity = rng.lognormal(0.0, 1.2, users)
     activity /= activity.sum()
@@ -77,7 +91,6 @@ def generate(hm: Path, out: Path, rows: int, users: int, seed: int, unknown_shar
     per_day = np.floor(per_day / per_day.sum() * rows).astype(np.int64)
     per_day[-1] += rows - per_day.sum()
     dates = pa.array(pd.date_range(START, periods=DAYS).strftime("%Y-%m-%d").to_numpy(object), pa.string())
-    path = out / "transactions.csv"
     tmp = path.with_suffix(".partial")
     written = 0
     with open(tmp, "wb") as fh:  # the Kaggle header, unquoted

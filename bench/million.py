@@ -124,6 +124,39 @@ def make_catalog(src_catalog: Path, src_index: Path, out: Path, items: int, nois
             "cosine_to_source_p50": round(float(np.median(cos)), 4), "dim": int(vectors.shape[1])}
 
 
+def write_purchases(out: Path, rows: int, shoppers: int, seed: int) -> dict:
+    """OUT/purchases/transactions.csv: `rows` synthetic purchases in the Kaggle layout over every
+    product of OUT/catalog (bench/import_bench.py's generator: Zipf-like drifting popularity,
+    lognormal shoppers, baskets), the real H&M shoppers' ids among them."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from import_bench import write_transactions
+
+    products = pd.read_parquet(out / "catalog" / "products.parquet", columns=["id", "price"])
+    path = out / "purchases" / "transactions.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    res = write_transactions(path, products["id"].astype(str).to_numpy(object), products["price"].to_numpy(np.float64),
+                             rows, shoppers, seed, unknown_share=0.001, chunk_days=30)
+    res["csv_mb"] = round(path.stat().st_size / 2**20, 1)
+    return res
+
+
+def import_purchases(csv: Path, catalog_dir: Path) -> dict:
+    """Stream a Kaggle-layout transactions file into catalog_dir/interactions.parquet (the H&M
+    importer's reader: bounded memory), replacing the purchases there; the prices stay the catalog's."""
+    from retrieval.artifacts import atomic_path
+    from retrieval.importers import ImportReport, stream_hm_transactions
+    from retrieval.catalog import INTERACTIONS_FILE
+    from retrieval.interactions import InteractionWriter
+
+    t0 = time.time()
+    ids = pd.read_parquet(catalog_dir / "products.parquet", columns=["id"])["id"].astype(str).tolist()
+    report = ImportReport("hm", str(csv))
+    with atomic_path(catalog_dir / INTERACTIONS_FILE) as tmp, InteractionWriter(tmp) as writer:
+        stream_hm_transactions(csv, ids, report, writer)
+    return {"rows_read": report.interaction_rows_read, "interactions": writer.rows, "problems": report.to_dict().get("problems"),
+            "seconds": round(time.time() - t0, 1)}
+
+
 def run_measured(cmd: list[str], log_path: Path) -> tuple[float, int, str]:
     """Run a whyrec command (OMP_NUM_THREADS=1 unless set), sampling its resident size; (seconds, peak RSS bytes, stdout)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
@@ -155,9 +188,18 @@ def main() -> None:
     ap.add_argument("--fit-fusion", action="store_true", help="also fit the fusion weights (slow at 1M: a Searcher is built for it)")
     ap.add_argument("--skip-make", action="store_true", help="reuse OUT/catalog and OUT/vectors.npy")
     ap.add_argument("--skip-build", action="store_true", help="reuse OUT/index too (only fit the recommender)")
+    ap.add_argument("--purchases", type=int, default=0,
+                    help="write this many synthetic purchases over the 1M items (Kaggle layout) and import them "
+                         "(0: keep the real H&M purchases, which point at copy 0)")
+    ap.add_argument("--shoppers", type=int, default=1_371_980, help="shoppers in the synthetic purchases (the Kaggle file's count)")
+    ap.add_argument("--import-purchases", metavar="CSV", help=argparse.SUPPRESS)  # the measured import step's own process
+    ap.add_argument("--skip-fit", action="store_true", help="stop after the index build (fit the recommender later)")
     ap.add_argument("--recommend-model", help="serve this recommend.models entry instead of the source config's "
                                               "(the ranker's offline fit scores every catalog item for thousands of histories)")
     args = ap.parse_args()
+    if args.import_purchases:
+        print(json.dumps(import_purchases(Path(args.import_purchases), Path(args.out) / "catalog")))
+        return
 
     from retrieval.config import load_yaml
 
@@ -170,6 +212,14 @@ def main() -> None:
         report["catalog"] = make_catalog(Path(cfg["catalog"]["dir"]), Path(cfg["index"]["dir"]), out, args.items, args.noise,
                                          args.recolour, args.seed)
     report["make_seconds"] = round(time.time() - t0, 1)
+    if args.purchases:
+        report["purchases"] = write_purchases(out, args.purchases, args.shoppers, args.seed)
+        gc.collect()
+        seconds, peak, stdout = run_measured([sys.executable, str(Path(__file__).resolve()), "--out", str(out),
+                                              "--import-purchases", str(out / "purchases" / "transactions.csv")],
+                                             out / "import_purchases.log")
+        report["import_purchases"] = json.loads(stdout.strip().splitlines()[-1])
+        report["import_purchases_peak_rss_mb"] = round(peak / 2**20, 1)
     cfg["catalog"] = {**cfg["catalog"], "dir": str(out / "catalog")}
     cfg["catalog"].pop("source", None)
     cfg["index"] = {**cfg["index"], "dir": str(out / "index")}
@@ -185,7 +235,7 @@ def main() -> None:
         cmd.append("--no-fit-fusion")
     gc.collect()  # the made catalog's frames: not held while the build runs
     for step, command in (("build", cmd), ("fit_recommender", [sys.executable, "-m", "api.cli", "index", "fit-recommender", "--config", str(config)])):
-        if step == "build" and args.skip_build:
+        if (step == "build" and args.skip_build) or (step == "fit_recommender" and args.skip_fit):
             continue
         seconds, peak, stdout = run_measured(command, out / f"{step}.log")
         report[f"{step}_seconds"] = seconds

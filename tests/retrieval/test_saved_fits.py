@@ -84,6 +84,24 @@ def test_tfidf_rows_on_demand_equal_the_full_table(shop, monkeypatch):
     np.testing.assert_array_equal(restored.score_histories(hists), full)
 
 
+def test_tfidf_saves_the_most_bought_rows_and_bounds_the_rest(shop, monkeypatch):
+    cat, _ = shop
+    ctx = ModelContext.from_catalog(cat)
+    data = TrainData.from_interactions(cat.interactions, cat.ids, cat.row)
+    hists = data.histories(data.users[:30])
+    full = TfidfKNN(ctx.texts, neighbours=10).fit(data).score_histories(hists)
+    monkeypatch.setattr(recommender_models, "FULL_TABLE_BELOW", 10)
+    recommender_models._NEIGHBOUR_CACHE.clear()
+    lazy = TfidfKNN(ctx.texts, neighbours=10, saved_rows=5).fit(data)
+    state = lazy.fitted_state()
+    items, counts = np.unique(data.hist_item, return_counts=True)
+    assert len(items) > 5 and len(state["neighbour_items"]) == 5
+    assert counts[np.isin(items, state["neighbour_items"])].min() >= np.sort(counts)[-5]  # the five most bought
+    restored = TfidfKNN(ctx.texts, neighbours=10, row_cache=3).restore(data, state)
+    np.testing.assert_array_equal(restored.score_histories(hists), full)  # the rest computed on demand, same numbers
+    assert len(restored._rows) == 5 and len(restored._more_rows) <= 3  # nothing else held
+
+
 def test_saved_fact_tables_are_the_computed_ones_and_checked(demo_searcher, tmp_path):
     from retrieval.search import Searcher, fact_tables, facts_fingerprint, load_fact_tables, save_fact_tables
 
