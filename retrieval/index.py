@@ -162,7 +162,14 @@ class ItemVectors:
         _, got = self.search(q, k)
         return float(np.mean([len(set(t.tolist()) & {self.row[i] for i in g}) / k for t, g in zip(truth, got)]))
 
-    def search(self, queries: np.ndarray, k: int, allowed: Allowed = None):  # pragma: no cover - abstract
+    def search(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k (scores, ids) per query. `allowed` (bool mask or sorted int rows) restricts the result
+        to those items and still returns k hits when at least k are allowed."""
+        scores, found = self.search_rows(queries, k, allowed)
+        return scores, [[self.ids[r] for r in row if r >= 0] for row in found]
+
+    def search_rows(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """`search` as (scores, int64 rows), -1 past the hits found: the searcher's hot path needs no ids."""
         raise NotImplementedError
 
 
@@ -241,16 +248,12 @@ class VectorIndex(ItemVectors):
             self._gpu_index = faiss.index_cpu_to_all_gpus(self.index)
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k (scores, ids) per query. `allowed` (bool mask or sorted int rows) restricts the result
-        to those items and still returns k hits when at least k are allowed."""
+    def search_rows(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
         q, k = self._check_queries(queries, k)
         rows = allowed_rows(allowed, len(self))
         if rows is None:
-            scores, found = self._raw_search(q, k)
-        else:
-            scores, found = self._search_filtered(q, k, rows)
-        return scores, [[self.ids[r] for r in row if r >= 0] for row in found]
+            return self._raw_search(q, k)
+        return self._search_filtered(q, k, rows)
 
     def _search_filtered(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filtered top-k without copying the allowed vectors (beyond `GATHER_BELOW` rows). Flat: an ID

@@ -146,15 +146,15 @@ class MilvusIndex(ItemVectors):
         nprobe = int(min(nlist, np.ceil(self.params.nprobe / max(share, 1e-9))))
         return {"metric_type": "IP", "params": {"nprobe": nprobe, "ef": max(64, 4 * self.params.k_factor, k_ef(share))}}
 
-    def search(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, list[list[str]]]:
-        """Top-k (scores, ids) per query; `allowed` (bool mask or int rows) becomes an `id in [...]`
-        expression (or `id not in [...]` when most items are allowed)."""
+    def search_rows(self, queries: np.ndarray, k: int, allowed: Allowed = None) -> tuple[np.ndarray, np.ndarray]:
+        """`allowed` (bool mask or int rows) becomes an `id in [...]` expression (or `id not in [...]`
+        when most items are allowed); a row is the collection's integer id."""
         q, k = self._check_queries(queries, k)
         rows = allowed_rows(allowed, len(self))
         expr = ""
         if rows is not None:
             if len(rows) == 0:
-                return np.zeros((len(q), 0), np.float32), [[] for _ in q]
+                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
             k = min(k, len(rows))
             if len(rows) > len(self) / 2:
                 keep = np.ones(len(self), bool)
@@ -167,10 +167,10 @@ class MilvusIndex(ItemVectors):
                                  output_fields=[])
         width = max((len(r) for r in res), default=0)
         scores = np.full((len(q), width), -np.inf, np.float32)
-        found: list[list[str]] = []
+        found = np.full((len(q), width), -1, np.int64)
         for i, hits in enumerate(res):
             scores[i, : len(hits)] = [h["distance"] for h in hits]
-            found.append([self.ids[int(h["id"])] for h in hits])
+            found[i, : len(hits)] = [int(h["id"]) for h in hits]
         return scores, found
 
     # ------------------------------------------------------------------ storage

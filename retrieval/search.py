@@ -74,7 +74,7 @@ class SearchConfig:
     ranker: str | None = None  # dense | facts | bm25 | rrf | fitted; None = fitted when fusion.json exists, else rrf
     attribute_weight: float = 1.0  # image/history search: score = dense + attribute_weight * facts (0 = dense only)
     candidates: int = 200  # dense and BM25 candidates per query (at least k)
-    max_fact_candidates: int = 50_000  # items matching every named value, added to the candidates
+    max_fact_candidates: int = 1_000  # items matching every named value added to the candidates (the densest, when more match)
     history_half_life: float = 5.0  # purchases: weight halves every this many newer purchases
     query_weight: float = 0.5  # recommend with a query: share of the query vector
     text_fact_credit: float = 0.5  # a value read only from the description counts this much
@@ -180,9 +180,8 @@ class Searcher:
         self.lexical = lexical
         self.fusion = fusion
         self.query_cache = LRUCache(self.cfg.query_cache_size)
-        # a term's credit of every item (and its mask): a search reads them for its candidates, its
-        # violations and its matched words, and common values recur across queries (1M items: 5 MB a
-        # term; 64 terms held took 1M-item searches from p50 15.3 / p99 26 ms to 13.4 / 21 ms in-process)
+        # each named value's rows and credits (`term_facts`): common values recur across queries, and a
+        # held term costs its postings (1M items: rarely over 1 MB), so hundreds are held
         self.credit_cache = LRUCache(CREDIT_CACHE_SIZE)
         self._set_fact_tables(facts_dir)
 
@@ -256,18 +255,33 @@ class Searcher:
         """Per item, how well its facts back the term's value (ignoring negation): 1 for a
         structured attribute, `text_fact_credit` for a description word, times `family_credit`
         when only a family member matches ("blue" asked, a dark blue item); else 0."""
-        return self._credit_and_mask(term)[0]
+        rows, credit = self.term_facts(term)
+        out = np.zeros(len(self.products), np.float32)
+        out[rows] = credit
+        return out
 
-    def _credit_and_mask(self, term: Term) -> tuple[np.ndarray, np.ndarray]:
-        """The term's credit of every item and its `> 0` mask, made once per term while the LRU
-        holds them (at 1M items each is a pass over 1M values, and a search asks for both)."""
+    def term_facts(self, term: Term) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted rows whose facts back the term's value, and each one's credit (see
+        `term_credit`); read-only, made once per term while the LRU holds them. A search reads
+        credits at its candidates only (`credit_at`) and intersects rows, so no per-query pass
+        over every item, and a held term costs its postings, not a 1M-item array."""
         def make() -> tuple[np.ndarray, np.ndarray]:
             credit = self._term_credit(term)
-            mask = credit > 0
-            mask.flags.writeable = False
-            return credit, mask
+            rows = self.term_rows(term)
+            values = credit[rows]
+            for a in (rows, values):
+                a.flags.writeable = False
+            return rows, values
 
         return self.credit_cache.get_or_make((term.kind, term.value, term.also), make)
+
+    def credit_at(self, term: Term, rows: np.ndarray) -> np.ndarray:
+        """The term's credit of these rows (0 where its facts do not back it)."""
+        backed, credit = self.term_facts(term)
+        if not len(backed) or not len(rows):
+            return np.zeros(len(rows), np.float32)
+        at = np.minimum(np.searchsorted(backed, rows), len(backed) - 1)
+        return np.where(backed[at] == rows, credit[at], np.float32(0))
 
     def _term_credit(self, term: Term) -> np.ndarray:
         credit = np.zeros(len(self.products), np.float32)
@@ -281,12 +295,7 @@ class Searcher:
                 rows = postings.get((term.kind, v))
                 if rows is not None:
                     credit[rows] = np.maximum(credit[rows], closeness * source)
-        credit.flags.writeable = False  # shared through the cache
         return credit
-
-    def term_mask(self, term: Term) -> np.ndarray:
-        """Items whose facts back the term's value at all (ignoring negation); read-only."""
-        return self._credit_and_mask(term)[1]
 
     def term_weight(self, term: Term) -> float:
         w = float(self.cfg.kind_weights.get(term.kind, 1.0 if term.kind in self.vocab.base_kinds else self.cfg.extra_kind_weight))
@@ -366,51 +375,55 @@ class Searcher:
             else:
                 allowed_mask = np.zeros(n, bool)
                 allowed_mask[allowed] = True
-        cand: set[int] = set()
+        parts: list[np.ndarray] = []
         if qvec is not None:
-            _, dense_ids = self.index.search(qvec, want, allowed)
-            cand.update(self.index.row[i] for i in dense_ids[0])
+            _, found = self.index.search_rows(qvec, want, allowed)
+            parts.append(found[0][found[0] >= 0])
         bm25_all = None
         if lexical and query is not None:
             words = query.lexical_words
             if words:
                 bm25_all = self.lexical.scores(words)
-                if allowed_mask is not None:
-                    bm25_all = np.where(allowed_mask, bm25_all, 0.0)
                 nz = np.flatnonzero(bm25_all > 0)
+                if allowed_mask is not None:  # only allowed rows become candidates, so only theirs are read
+                    nz = nz[allowed_mask[nz]]
                 if len(nz) > want:
                     nz = nz[np.argpartition(-bm25_all[nz], want - 1)[:want]]
-                cand.update(nz.tolist())
+                parts.append(nz)
         named = list(query.terms) if query is not None else []
-        credits = [self.term_credit(t) for t in named]
-        positive = [self.term_mask(t) for t in named if not t.negated]
+        positive = [t for t in named if not t.negated]
         if positive:
-            full = np.logical_and.reduce(positive)
+            # the rows of every named value: the rarest value's rows, kept where the others credit them
+            facts = sorted((self.term_facts(t)[0] for t in positive), key=len)
+            rows = facts[0]
+            for other in facts[1:]:
+                rows = rows[in_sorted(other, rows)]
             if allowed_mask is not None:
-                full &= allowed_mask
-            rows = np.flatnonzero(full)
+                rows = rows[allowed_mask[rows]]
             if len(rows) > self.cfg.max_fact_candidates and qvec is not None:
-                # keep the densest of a huge match set: the index searches within it (an ID selector),
-                # never gathering the vectors of every matching item
-                _, dense_ids = self.index.search(qvec, self.cfg.max_fact_candidates, rows)
-                rows = np.array([self.index.row[i] for i in dense_ids[0]], dtype=np.int64)
-            cand.update(rows.tolist())
-        if qvec is None and not cand:  # nothing matched lexically or by facts: fall back to catalog order
-            cand.update((allowed if allowed is not None else np.arange(n))[:want].tolist())
-        cand -= set(exclude)
-        rows = np.fromiter(sorted(cand), dtype=np.int64, count=len(cand))
+                # keep the densest of a large match set: the index searches within it (an ID selector);
+                # the rest could only rank below them on the dense signal and tie them on the facts
+                _, found = self.index.search_rows(qvec, self.cfg.max_fact_candidates, rows)
+                rows = found[0][found[0] >= 0]
+            parts.append(rows)
+        if qvec is None and not any(len(p) for p in parts):  # nothing matched lexically or by facts: catalog order
+            parts.append((allowed if allowed is not None else np.arange(n))[:want])
+        rows = np.unique(np.concatenate(parts).astype(np.int64, copy=False)) if parts else np.zeros(0, np.int64)
+        if exclude:
+            rows = rows[~np.isin(rows, np.fromiter(exclude, np.int64, len(exclude)))]
         dense = self.index.row_scores(qvec, rows) if qvec is not None and len(rows) else np.zeros(len(rows), np.float32)
         bm25 = bm25_all[rows].astype(np.float32) if bm25_all is not None else np.zeros(len(rows), np.float32)
         fact = np.zeros(len(rows), np.float32)
         violates = np.zeros(len(rows), bool)
         weights = [self.term_weight(t) for t in named]
-        for t, c, w in zip(named, credits, weights):
+        for t, w in zip(named, weights):
+            c = self.credit_at(t, rows)
             if t.negated:
-                hit = c[rows] > 0
+                hit = c > 0
                 fact -= w * hit
                 violates |= hit
             else:
-                fact += w * c[rows]
+                fact += w * c
         if query is not None and query.excluded_words:
             # words a negation covers ("without sleeves"): an item whose text says all of them counts as
             # breaking a description-read value
@@ -431,11 +444,12 @@ class Searcher:
         score = fuse(sig, settings)
         top = np.argsort(-score, kind="stable")[:k]
         wanted = [t for t in (query.terms if query is not None else ()) if not t.negated]
-        masks = [self.term_mask(t) for t in wanted]
+        shown = sig.rows[top]
+        backs = [self.credit_at(t, shown) > 0 for t in wanted]
         hits = []
-        for j in top:
+        for n_, j in enumerate(top):
             row = int(sig.rows[j])
-            matched = list(dict.fromkeys(t.phrase for t, m in zip(wanted, masks) if m[row]))
+            matched = list(dict.fromkeys(t.phrase for t, b in zip(wanted, backs) if b[n_]))
             hits.append(Hit(self.index.ids[row], float(score[j]), float(sig.dense[j]), matched, None, float(sig.bm25[j]), float(sig.facts[j])))
         return hits
 
@@ -603,7 +617,15 @@ def load_search_artifacts(index_dir: str | Path, index: ItemVectors) -> tuple[Vo
 
 
 FACTS_FILE = "facts.npz"
-CREDIT_CACHE_SIZE = 64
+CREDIT_CACHE_SIZE = 512
+
+
+def in_sorted(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` are in `sorted_rows` (binary search: cost by len(rows), not by the catalog)."""
+    if not len(sorted_rows) or not len(rows):
+        return np.zeros(len(rows), bool)
+    at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
+    return sorted_rows[at] == rows
 FACT_POSTINGS = ("strong", "weak", "colour", "category")
 
 
