@@ -26,8 +26,9 @@ from retrieval.lru import LRUCache
 log = logging.getLogger(__name__)
 
 
-def build_searcher(settings: Settings):
-    """The retrieval spine, from the same YAML the settings came from."""
+def build_searcher(settings: Settings, previous=None):
+    """The retrieval spine, from the same YAML the settings came from (`previous`: the searcher a
+    reload replaces; what is unchanged is taken over from it, see `Searcher.from_config`)."""
     from retrieval.search import Searcher
 
     if settings.config is None:
@@ -39,7 +40,7 @@ def build_searcher(settings: Settings):
     index = dict(cfg.get("index") or {})
     index["params"] = {**(index.get("params") or {}), "threads": settings.threads}
     cfg["index"] = index
-    return Searcher.from_config(cfg)
+    return Searcher.from_config(cfg, previous)
 
 
 def build_category_head(settings: Settings, searcher):
@@ -151,8 +152,9 @@ def check_catalog_matches_index(searcher) -> None:
                          f"{extra} indexed items are not in the catalog; run `whyrec index build` for this catalog")
 
 
-def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
-    """The served recommender and "goes well with" model, from the config's `recommend:` section."""
+def build_recommenders(settings: Settings, searcher, previous: Engine | None = None) -> tuple[Any, Any]:
+    """The served recommender and "goes well with" model, from the config's `recommend:` section;
+    a reload takes over the previous engine's when its catalog, index and settings are the same objects."""
     from retrieval.config import section
     from retrieval.recommenders.complement import GoesWithConfig, build_goes_with
     from retrieval.recommenders.factory import RecommendConfig
@@ -163,6 +165,9 @@ def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
     raw = load_yaml(settings.config) if settings.config else {}
     cfg = section(raw, "recommend", RecommendConfig)
     index_dir = section(raw, "index", IndexConfig).dir  # the searcher's index; `whyrec index fit-recommender` saves the fit beside it
+    if (previous is not None and previous.recommender is not None and previous.searcher.catalog is searcher.catalog
+            and previous.searcher.index is searcher.index and previous.recommender.cfg == cfg):
+        return previous.recommender, previous.goes_with
     rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
     frame = purchases_frame(searcher.catalog, cfg.merge_same_day) if (gcfg.baskets and not gcfg.sets) else None  # only when used
@@ -170,16 +175,17 @@ def build_recommenders(settings: Settings, searcher) -> tuple[Any, Any]:
 
 
 def build_engine(settings: Settings, generation: int = 0,
-                 searcher_factory: Callable[[Settings], Any] = build_searcher) -> Engine:
+                 searcher_factory: Callable[[Settings, Any], Any] = build_searcher, previous: Engine | None = None) -> Engine:
+    """One generation of the service; `previous` (a reload) lends what did not change."""
     t0 = time.time()
-    searcher = searcher_factory(settings)
+    searcher = searcher_factory(settings, previous.searcher if previous is not None else None)
     check_catalog_matches_index(searcher)
     explainer = build_explainer(settings.explainer, settings)
     if settings.warmup:
         warm_up(searcher)
     searcher.histories()  # built now, not on the first request
     _ = searcher.catalog.interactions.by_activity, searcher.catalog.interactions.last_days  # /users: ranked once
-    recommender, goes_with = build_recommenders(settings, searcher)
+    recommender, goes_with = build_recommenders(settings, searcher, previous)
     engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with,
                     category_head=build_category_head(settings, searcher))
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
@@ -202,7 +208,7 @@ def release_memory() -> None:
 class EngineHolder:
     """Holds the current engine; `reload()` builds the next one beside it, then swaps the reference."""
 
-    def __init__(self, settings: Settings, searcher_factory: Callable[[Settings], Any] = build_searcher):
+    def __init__(self, settings: Settings, searcher_factory: Callable[[Settings, Any], Any] = build_searcher):
         self.settings = settings
         self.searcher_factory = searcher_factory
         self._engine: Engine | None = None
@@ -217,7 +223,8 @@ class EngineHolder:
         return self._engine
 
     def reload(self) -> Engine:
-        """Build a new engine (the old one keeps serving meanwhile), then swap. One reload at a time.
+        """Build a new engine (the old one keeps serving meanwhile, and lends it whatever is unchanged on
+        disk, so only what changed is held twice), then swap. One reload at a time.
 
         After the swap the old engine is released at once: its reference cycles (searcher, vocabulary,
         recommenders) would otherwise wait for a full garbage collection, keeping two engines in
@@ -225,7 +232,7 @@ class EngineHolder:
         collection shortly after catches those."""
         with self._reload_lock:
             generation = (self._engine.generation + 1) if self._engine else 0
-            new = build_engine(self.settings, generation, self.searcher_factory)
+            new = build_engine(self.settings, generation, self.searcher_factory, previous=self._engine)
             self._engine = new  # a single reference assignment: atomic for every reader
             release_memory()
             later = threading.Timer(RELEASE_AGAIN_S, release_memory)

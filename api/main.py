@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around a file of max_upload_bytes
 
 
-def create_app(settings: Settings | None = None, searcher_factory: Callable[[Settings], Any] = build_searcher) -> FastAPI:
+def create_app(settings: Settings | None = None, searcher_factory: Callable[[Settings, Any], Any] = build_searcher) -> FastAPI:
     settings = settings or Settings()
     holder = EngineHolder(settings, searcher_factory)
 

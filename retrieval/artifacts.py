@@ -174,3 +174,15 @@ def remove_stale_partials(directory: str | Path, max_age_s: float = 86_400) -> N
         else:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
+
+
+def file_stamp(path: str | Path) -> tuple:
+    """What a folder (or file) holds, by name, inode, size and modification time: equal stamps
+    mean nothing there was rewritten (every writer renames a new file into place, so a rewrite
+    changes the inode). Cheap: metadata only. A reload compares stamps to keep what did not change."""
+    path = Path(path)
+    if not path.exists():
+        return (str(path), None)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not is_partial(p)) if path.is_dir() else [path]
+    return tuple((str(f.relative_to(path)) if path.is_dir() else f.name, *(lambda st: (st.st_ino, st.st_size, st.st_mtime_ns))(f.stat()))
+                 for f in files)

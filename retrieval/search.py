@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from retrieval.artifacts import file_stamp
 from retrieval.catalog import Catalog, Product
 from retrieval.config import load_yaml, section
 from retrieval.encoders import EncoderConfig, ItemVectorConfig, create_encoder, encode_queries, item_vectors, l2_normalise
@@ -154,7 +155,7 @@ class Searcher:
 
     def __init__(self, catalog: Catalog, encoder, index: ItemVectors, cfg: SearchConfig | None = None,
                  vocab: Vocabulary | None = None, lexical: LexicalIndex | None = None, fusion: FusionSettings | None = None,
-                 facts_dir: str | Path | None = None):
+                 facts_dir: str | Path | None = None, tables: dict | None = None):
         missing = [i for i in index.ids if i not in catalog]
         if missing:
             raise ValueError(f"index holds {len(missing)} ids the catalog lacks (e.g. {missing[:3]}); rebuild the index")
@@ -183,15 +184,17 @@ class Searcher:
         # each named value's rows and credits (`term_facts`): common values recur across queries, and a
         # held term costs its postings (1M items: rarely over 1 MB), so hundreds are held
         self.credit_cache = LRUCache(CREDIT_CACHE_SIZE)
-        self._set_fact_tables(facts_dir)
+        self.sources: dict[str, Any] = {}  # what from_config loaded from (a reload keeps what is unchanged)
+        self._set_fact_tables(facts_dir, tables)
 
-    def _set_fact_tables(self, facts_dir: str | Path | None) -> None:
-        """The per-value postings (facts, colours, category levels) and prices: read from the index
-        folder when `whyrec index build` saved them for these very items and this vocabulary (a
-        per-item Python pass over 1M products takes minutes), else computed now."""
+    def _set_fact_tables(self, facts_dir: str | Path | None, tables: dict | None = None) -> None:
+        """The per-value postings (facts, colours, category levels) and prices: `tables` when given
+        (a reload's unchanged ones), else read from the index folder when `whyrec index build` saved
+        them for these very items and this vocabulary (a per-item Python pass over 1M products
+        takes minutes), else computed now."""
         t0 = time.time()
-        fp = facts_fingerprint(self.products, self.vocab)
-        tables = load_fact_tables(facts_dir, fp) if facts_dir else None
+        if tables is None and facts_dir:
+            tables = load_fact_tables(facts_dir, facts_fingerprint(self.products, self.vocab))
         if tables is None:
             if facts_dir:
                 log.warning("no fact tables for these items beside the index at %s: computing them now (run `whyrec index build`)", facts_dir)
@@ -202,6 +205,7 @@ class Searcher:
         self.strong_postings, self.weak_postings = tables["strong"], tables["weak"]
         self.colour_postings, self.category_postings = tables["colour"], tables["category"]
         self.prices = tables["prices"]
+        self.fact_tables = tables
         self.price_order = np.argsort(self.prices, kind="stable")  # priced items ascending, then the unpriced (NaN)
         self.n_priced = int((~np.isnan(self.prices)).sum())
         log.info("fact tables of %d items %s in %.1fs", len(self.products), "loaded" if facts_dir and tables.get("loaded") else "computed",
@@ -220,14 +224,27 @@ class Searcher:
         return [" ".join(level.lower().split()) for level in self.products[row].category]
 
     @classmethod
-    def from_config(cls, config: str | Path | dict) -> "Searcher":
+    def from_config(cls, config: str | Path | dict, previous: "Searcher | None" = None) -> "Searcher":
+        """The searcher a config describes. With `previous` (a reload), what it loaded from files
+        that are unchanged since (`file_stamp`) and with the same settings is taken over, not loaded
+        again: the catalog with its purchases and histories, the index with its vocabulary, BM25 and
+        fact tables, the encoder. So a reload holds a second copy only of what changed."""
         cfg = config if isinstance(config, dict) else load_yaml(config)
-        catalog = Catalog.load(section(cfg, "catalog", CatalogConfig).dir)
-        icfg = section(cfg, "index", IndexConfig)
-        index = open_index(icfg.dir, icfg.params)
-        encoder = create_encoder(section(cfg, "encoder", EncoderConfig))
-        vocab, lexical, fusion = load_search_artifacts(icfg.dir, index)
-        return cls(catalog, encoder, index, section(cfg, "search", SearchConfig), vocab, lexical, fusion, facts_dir=icfg.dir)
+        ccfg, icfg = section(cfg, "catalog", CatalogConfig), section(cfg, "index", IndexConfig)
+        ecfg, scfg = section(cfg, "encoder", EncoderConfig), section(cfg, "search", SearchConfig)
+        sources = {"catalog": file_stamp(ccfg.dir), "index": (file_stamp(icfg.dir), icfg.params), "encoder": ecfg}
+        kept = {k for k, v in sources.items() if previous is not None and previous.sources.get(k) == v}
+        catalog = previous.catalog if "catalog" in kept else Catalog.load(ccfg.dir)
+        index = previous.index if "index" in kept else open_index(icfg.dir, icfg.params)
+        encoder = previous.encoder if "encoder" in kept else create_encoder(ecfg)
+        same_words = {"index", "encoder"} <= kept  # the vocabulary embeds unknown words with the encoder
+        vocab, lexical, fusion = (previous.vocab, previous.lexical, previous.fusion) if same_words else load_search_artifacts(icfg.dir, index)
+        tables = previous.fact_tables if same_words and "catalog" in kept else None
+        if previous is not None:
+            log.info("reload: kept %s from the previous searcher", sorted(kept) or "nothing")
+        out = cls(catalog, encoder, index, scfg, vocab, lexical, fusion, facts_dir=icfg.dir, tables=tables)
+        out.sources = sources
+        return out
 
     # ------------------------------------------------------------------ reading
     def read(self, text: str) -> Query:

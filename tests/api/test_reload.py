@@ -98,3 +98,13 @@ def test_reload_releases_the_old_engine_at_the_swap(settings):
     finally:
         gc.enable()
     assert new.generation == 1 and holder.engine is new
+
+
+def test_a_reload_with_nothing_changed_shares_the_engine_parts(settings):
+    from api.deps import build_engine
+
+    old = build_engine(settings, 0)
+    new = build_engine(settings, 1, previous=old)
+    assert new.searcher is not old.searcher and new.generation == 1
+    assert new.searcher.catalog is old.searcher.catalog and new.searcher.index is old.searcher.index
+    assert new.recommender is old.recommender and new.goes_with is old.goes_with

@@ -234,3 +234,28 @@ def test_searcher_over_milvus_gives_the_faiss_results(demo_searcher):
         assert [h.id for h in other.similar(item, k=5)] == [h.id for h in s.similar(item, k=5)]
     finally:
         milvus.drop()
+
+
+def test_a_reload_keeps_what_is_unchanged_on_disk_and_reloads_what_changed(demo_config, tmp_path):
+    import shutil
+
+    from retrieval.catalog import Catalog
+    from retrieval.search import Searcher
+
+    shutil.copytree(demo_config["catalog"]["dir"], tmp_path / "catalog")
+    cfg = {**demo_config, "catalog": {"dir": str(tmp_path / "catalog")}}
+    first = Searcher.from_config(cfg)
+    same = Searcher.from_config(cfg, previous=first)
+    assert same.catalog is first.catalog and same.index is first.index and same.encoder is first.encoder
+    assert same.lexical is first.lexical and same.fact_tables is first.fact_tables
+    assert [h.id for h in same.search("black dress", 5)] == [h.id for h in first.search("black dress", 5)]
+
+    cat = Catalog.load(tmp_path / "catalog")  # the catalog re-imported: one title changed, rewritten atomically
+    pid = cat.ids[0]
+    products = list(cat.products)
+    products[0] = type(products[0])(**{**products[0].__dict__, "title": "a wholly new title"})
+    Catalog(products, cat.interactions).save(tmp_path / "catalog")
+    after = Searcher.from_config(cfg, previous=same)
+    assert after.catalog is not same.catalog and after.catalog.by_id[pid].title == "a wholly new title"
+    assert after.index is same.index and after.encoder is same.encoder  # the index folder did not change
+    assert after.fact_tables is not same.fact_tables  # facts are per catalog: read again
