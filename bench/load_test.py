@@ -12,10 +12,12 @@ closed-loop clients for --duration seconds per scenario and concurrency level:
 - explain:               POST /explain {item_id, query, backend} (opt-in; --backend llava for the tuned model)
 
 When it starts the server itself it also reports the start time and memory: the server's peak
-RSS while starting (the kernel's high-water mark, VmHWM), its RSS once up, and, with --reloads
-(default 1), each POST /admin/reload's time, the peak RSS during it (the mark is reset before
-each reload through /proc/PID/clear_refs) and the RSS right after and RELEASE_WAIT seconds after
-(the old engine must be gone: about one engine's worth, not two).
+RSS while starting (the kernel's high-water mark, VmHWM), its RSS once up, and, per entry of
+--reload-changes (default "all"), one POST /admin/reload: its time, the peak RSS during it (the
+mark is reset before each reload through /proc/PID/clear_refs), and the RSS right after and
+RELEASE_WAIT seconds after (the old engine must be gone). Before each reload the entry names what
+is republished on disk, the same bytes under new inodes: none, catalog, index or all. A reload
+takes over from the old engine what did not change, so only what changed is held twice.
 
 Queries are drawn from the vocabulary ("navy striped shirt for men", ...) with a fixed seed and
 are all distinct within a run, and the server is started with its explanation cache off, so
@@ -32,6 +34,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sys
 import threading
 import time
@@ -69,10 +72,29 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def reload_memory(url: str, pid: int, reloads: int) -> list[dict]:
-    """Time each POST /admin/reload and read the server's memory around it."""
+def republish(directory: str | Path) -> None:
+    """Rewrite every file under `directory` with its own bytes through the atomic-write helper (a
+    new inode each), as an import or an index build would: a reload sees it as changed."""
+    from retrieval.artifacts import atomic_path, is_partial
+
+    for f in sorted(Path(directory).rglob("*")):
+        if f.is_file() and not is_partial(f):
+            with atomic_path(f) as tmp:
+                shutil.copyfile(f, tmp)
+
+
+def reload_memory(url: str, pid: int, changes: list[str], config: str) -> list[dict]:
+    """Time each POST /admin/reload and read the server's memory around it; before each, republish
+    what `changes` names (none | catalog | index | all)."""
+    from retrieval.config import load_yaml
+
+    cfg = load_yaml(config)
     out = []
-    for _ in range(reloads):
+    for change in changes:
+        if change in ("catalog", "all"):
+            republish(cfg["catalog"]["dir"])
+        if change in ("index", "all"):
+            republish(cfg["index"]["dir"])
         before = proc_memory_mb(pid)["VmRSS"]
         reset = reset_peak(pid)
         t0 = time.perf_counter()
@@ -80,7 +102,7 @@ def reload_memory(url: str, pid: int, reloads: int) -> list[dict]:
         took = time.perf_counter() - t0
         mem = proc_memory_mb(pid)
         time.sleep(RELEASE_WAIT)
-        out.append({"status": r.status_code, "seconds": round(took, 2), "rss_before_mb": before,
+        out.append({"changed": change, "status": r.status_code, "seconds": round(took, 2), "rss_before_mb": before,
                     "peak_rss_during_mb": mem["VmHWM"] if reset else None, "rss_right_after_mb": mem["VmRSS"],
                     f"rss_{RELEASE_WAIT:.0f}s_after_mb": proc_memory_mb(pid)["VmRSS"], "load_average": round(os.getloadavg()[0], 2)})
         print(json.dumps(out[-1]), file=sys.stderr)
@@ -199,7 +221,9 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=12)
     ap.add_argument("--cache", action="store_true", help="leave the server's explanation cache on")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reloads", type=int, default=1, help="POST /admin/reload this many times after the scenarios (own server only)")
+    ap.add_argument("--reload-changes", default="all",
+                    help="POST /admin/reload after the scenarios (own server only), once per comma-separated entry, after "
+                         "republishing on disk: none | catalog | index | all ('' = no reload)")
     args = ap.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
@@ -238,7 +262,11 @@ def main() -> None:
                 offset += per_run
                 print(json.dumps(res), file=sys.stderr)
                 results.append(res)
-        reloads = reload_memory(url, proc.pid, args.reloads) if proc is not None and args.reloads > 0 else []
+        changes = [c.strip() for c in args.reload_changes.split(",") if c.strip()]
+        unknown = set(changes) - {"none", "catalog", "index", "all"}
+        if unknown:
+            raise SystemExit(f"--reload-changes: unknown {sorted(unknown)}; use none, catalog, index or all")
+        reloads = reload_memory(url, proc.pid, changes, args.config) if proc is not None and changes else []
         print(json.dumps({
             "config": args.config, "url": url, "items": health["items"], "index_size": health["index_size"],
             "encoder": health["encoder"], "explainer": health["explainer"], "explain_cache": args.cache, "k": args.k,
