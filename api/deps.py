@@ -158,7 +158,7 @@ def build_recommenders(settings: Settings, searcher, previous: Engine | None = N
     from retrieval.config import section
     from retrieval.recommenders.complement import GoesWithConfig, build_goes_with
     from retrieval.recommenders.factory import RecommendConfig
-    from retrieval.recommenders.serve import ServedRecommender, purchases_frame
+    from retrieval.recommenders.serve import ServedRecommender
 
     from retrieval.search import IndexConfig
 
@@ -170,8 +170,7 @@ def build_recommenders(settings: Settings, searcher, previous: Engine | None = N
         return previous.recommender, previous.goes_with
     rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
-    frame = purchases_frame(searcher.catalog, cfg.merge_same_day) if (gcfg.baskets and not gcfg.sets) else None  # only when used
-    return rec, build_goes_with(searcher.catalog, gcfg, frame, rec.ctx)
+    return rec, build_goes_with(searcher.catalog, gcfg, rec.ctx)
 
 
 def build_engine(settings: Settings, generation: int = 0,

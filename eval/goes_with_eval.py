@@ -75,9 +75,7 @@ def evaluate_goes_with(catalog: Catalog, cfg: GoesWithEvalConfig | None = None, 
     if cfg.sets:
         sets, source = read_sets(cfg.sets, catalog, gcfg.set_column, gcfg.context_column), "rooms"
     else:
-        from eval.splits import purchases
-
-        sets, source = basket_sets(purchases(catalog), catalog), "baskets"
+        sets, source = basket_sets(catalog.interactions, len(catalog)), "baskets"
     if len(sets) < 2:
         raise ValueError("leave-one-set-out needs at least two co-occurrence sets")
     order = list(range(len(sets)))

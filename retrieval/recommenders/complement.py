@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from retrieval.catalog import Catalog
+from retrieval.interactions import Interactions
 from retrieval.recommenders.models import standardise
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,29 @@ def read_sets(path: str | Path, catalog: Catalog, column: str = "product_ids", c
     return out
 
 
-def basket_sets(frame, catalog: Catalog) -> list[CoSet]:
-    """Same-day baskets (a shopper's distinct items on one day) with at least two items."""
-    row_of = {pid: i for i, pid in enumerate(catalog.ids)}
-    out = []
-    f = frame.assign(day=frame["timestamp"].dt.floor("D"))
-    for (user, day), items in f.groupby(["user", "day"])["item"]:
-        rows = sorted({row_of[x] for x in items if x in row_of})
-        if len(rows) >= 2:
-            out.append(CoSet(f"{user}:{day.date()}", np.array(rows, np.int64)))
-    return out
+def basket_matrix(inter: Interactions, n_items: int) -> sp.csr_matrix:
+    """(baskets x items) 0/1: each shopper's distinct items bought on one day, for the baskets of
+    two items or more. Columnar: a basket is a run of one shopper's history (sorted by shopper, then
+    time) on one day, so 31M purchases take seconds and no object per basket."""
+    h = inter.histories()
+    if not len(h.items):
+        return sp.csr_matrix((0, n_items), dtype=np.float32)
+    user = np.repeat(np.arange(len(h), dtype=np.int32), h.lengths())
+    day = inter.timestamp[h.order].astype("datetime64[D]").astype(np.int64)
+    new = np.ones(len(user), bool)
+    new[1:] = (user[1:] != user[:-1]) | (day[1:] != day[:-1])
+    basket = np.cumsum(new) - 1
+    del user, day, new
+    a = sp.csr_matrix((np.ones(len(basket), np.float32), (basket, h.items)), shape=(int(basket[-1]) + 1, n_items))
+    a.sum_duplicates()
+    a.data[:] = 1.0
+    return a[np.diff(a.indptr) >= 2]
+
+
+def basket_sets(inter: Interactions, n_items: int) -> list[CoSet]:
+    """The same-day baskets (`basket_matrix`) as sets, for leave-one-set-out evaluation."""
+    a = basket_matrix(inter, n_items)
+    return [CoSet(str(k), a.indices[a.indptr[k]:a.indptr[k + 1]].astype(np.int64)) for k in range(a.shape[0])]
 
 
 class GoesWith:
@@ -108,28 +122,34 @@ class GoesWith:
         key = self.cfg.series_attribute
         cats: dict[str, int] = {}
         series: dict[str, int] = {}
-        cat, ser = [], []
-        for p in catalog.products:  # one pass: a stored catalog makes each Product on access
-            cat.append(cats.setdefault(p.category[-1].lower() if p.category else "", len(cats)))
-            value = p.attributes.get(key, "").strip() if key else ""
-            ser.append(series.setdefault(value.upper(), len(series)) if value else -1)
+        cat = [cats.setdefault(path[-1].lower() if path else "", len(cats)) for path in catalog.field("category")]
+        ser = [-1] * self.n
+        if key:
+            for i, attrs in enumerate(catalog.field("attributes")):
+                value = str(attrs.get(key, "")).strip()
+                if value:
+                    ser[i] = series.setdefault(value.upper(), len(series))
         self.cat, self.cat_names = np.array(cat, np.int64), list(cats)
         self.series, self.series_names = np.array(ser, np.int64), list(series)
         self.X = (ctx if ctx is not None else ModelContext.from_catalog(catalog)).text_tfidf()
 
     def fit(self, sets: Sequence[CoSet]) -> "GoesWith":
         """Co-occurrence statistics of items, categories and contexts over `sets`."""
+        rows = np.repeat(np.arange(len(sets)), [len(s.rows) for s in sets])
+        cols = np.concatenate([s.rows for s in sets]) if sets else np.zeros(0, np.int64)
+        A = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(sets), self.n))  # sets x items
+        return self.fit_matrix(A, sets)
+
+    def fit_matrix(self, A: sp.csr_matrix, sets: Sequence[CoSet] = ()) -> "GoesWith":
+        """The same from a (sets x items) 0/1 matrix; `sets` only for their contexts (rooms)."""
         n, nc = self.n, len(self.cat_names)
-        rows, cols = [], []
-        for k, s in enumerate(sets):
-            rows += [k] * len(s.rows)
-            cols += s.rows.tolist()
-        A = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(sets), n))  # sets x items
+        rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+        cols = A.indices
         self.freq = np.asarray(A.sum(0)).ravel()
         self.C = (A.T @ A).tocsr()
         self.C.setdiag(0)
         self.C.eliminate_zeros()
-        Acat = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, self.cat[cols] if cols else [])), shape=(len(sets), nc))
+        Acat = sp.csr_matrix((np.ones(len(cols), np.float32), (rows, self.cat[cols])), shape=(A.shape[0], nc))
         Acat.sum_duplicates()  # per set, how many items of each category
         twice = np.asarray((Acat >= 2).sum(0)).ravel()
         Acat.data[:] = 1.0
@@ -149,7 +169,7 @@ class GoesWith:
             self.context_dist = D / np.where(norm > 0, norm, 1)
         else:
             self.context_counts = self.context_dist = None
-        self.n_sets = len(sets)
+        self.n_sets = A.shape[0]
         return self
 
     def components(self, query: Sequence[int]) -> dict[str, np.ndarray]:
@@ -217,14 +237,15 @@ class GoesWith:
         return [(self.catalog.ids[j], float(s[j]), *self.reason(q, int(j), comps)) for j in top]
 
 
-def build_goes_with(catalog: Catalog, cfg: GoesWithConfig, purchases_frame=None, ctx=None) -> GoesWith | None:
-    """The served model: rooms/outfit sets where configured, else same-day baskets (None: no data).
-    `ctx`: the served recommender's ModelContext (its item texts' TF-IDF is shared)."""
+def build_goes_with(catalog: Catalog, cfg: GoesWithConfig, ctx=None) -> GoesWith | None:
+    """The served model: rooms/outfit sets where configured, else the purchases' same-day baskets
+    (None: no data). `ctx`: the served recommender's ModelContext (its item texts' TF-IDF is shared)."""
     if cfg.sets:
         return GoesWith(catalog, cfg, "rooms", ctx).fit(read_sets(cfg.sets, catalog, cfg.set_column, cfg.context_column))
-    if cfg.baskets and purchases_frame is not None and len(purchases_frame):
-        sets = basket_sets(purchases_frame, catalog)
-        if sets:
-            return GoesWith(catalog, cfg, "baskets", ctx).fit(sets)
+    if cfg.baskets and len(catalog.interactions):
+        baskets = basket_matrix(catalog.interactions, len(catalog))
+        if baskets.shape[0]:
+            log.info("goes-with: %d same-day baskets of two items or more", baskets.shape[0])
+            return GoesWith(catalog, cfg, "baskets", ctx).fit_matrix(baskets)
     log.warning("goes-with: no co-occurrence sets and no multi-item baskets; not served")
     return None

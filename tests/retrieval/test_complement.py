@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from retrieval.catalog import Catalog, Product
-from retrieval.recommenders.complement import GoesWith, GoesWithConfig, basket_sets, build_goes_with, read_sets
+from retrieval.recommenders.complement import GoesWith, GoesWithConfig, basket_matrix, basket_sets, build_goes_with, read_sets
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,12 +55,24 @@ def test_baskets_stand_in_where_there_are_no_rooms():
     inter = [(u, i, day, 1.0) for u in ("a", "b") for i in ("LACK-sofa", "HEMNES-rug")]
     inter.append(("c", "KURA-lamp", day, 1.0))
     cat = Catalog(cat.products, inter)
-    frame = cat.interactions_frame()
-    assert len(basket_sets(frame, cat)) == 2
-    gw = build_goes_with(cat, GoesWithConfig(series_attribute=""), frame)
+    assert sorted(s.rows.tolist() for s in basket_sets(cat.interactions, len(cat))) == \
+        [sorted([cat.row["LACK-sofa"], cat.row["HEMNES-rug"]])] * 2  # c's single item is no basket
+    gw = build_goes_with(cat, GoesWithConfig(series_attribute=""))
     top = gw.goes_with(["LACK-sofa"], 3)
     assert top[0][0] == "HEMNES-rug" and top[0][3] == "Bought together by other shoppers."
-    assert build_goes_with(Catalog(cat.products, []), GoesWithConfig(), cat.interactions_frame().iloc[:0]) is None
+    assert build_goes_with(Catalog(cat.products, []), GoesWithConfig()) is None
+
+
+def test_a_basket_is_one_shoppers_distinct_items_of_one_day():
+    cat = furniture()
+    d1, d2 = pd.Timestamp("2020-01-01 09:00"), pd.Timestamp("2020-01-01 18:00")
+    inter = [("a", "LACK-sofa", d1, 1.0), ("a", "HEMNES-rug", d2, 1.0), ("a", "HEMNES-rug", d2, 1.0),  # one day, two items
+             ("a", "KURA-lamp", d2 + pd.Timedelta(days=1), 1.0), ("a", "KURA-bed", d2 + pd.Timedelta(days=1), 1.0),
+             ("b", "LACK-sofa", d1, 1.0), ("c", "KURA-lamp", d1, 1.0)]  # b and c bought one item each that day
+    cat = Catalog(cat.products, inter)
+    a = basket_matrix(cat.interactions, len(cat))
+    got = sorted(sorted(cat.ids[j] for j in a.indices[a.indptr[k]:a.indptr[k + 1]]) for k in range(a.shape[0]))
+    assert got == [["HEMNES-rug", "LACK-sofa"], ["KURA-bed", "KURA-lamp"]] and set(a.data) == {1.0}
 
 
 def _shared_ikea() -> Path | None:
