@@ -118,3 +118,16 @@ def test_saved_fact_tables_are_the_computed_ones_and_checked(demo_searcher, tmp_
     products = list(s.products)
     products[0] = Product(**{**products[0].__dict__, "colour": "Chartreuse"})
     assert load_fact_tables(tmp_path, facts_fingerprint(products, s.vocab)) is None  # another catalog: not used
+
+
+def test_large_catalogs_read_the_latest_items_of_a_long_history(shop, monkeypatch):
+    cat, _ = shop
+    ctx = ModelContext.from_catalog(cat)
+    data = TrainData.from_interactions(cat.interactions, cat.ids, cat.row)
+    monkeypatch.setattr(recommender_models, "FULL_TABLE_BELOW", 10)
+    recommender_models._NEIGHBOUR_CACHE.clear()
+    h = max(data.histories(data.users), key=lambda h: len(np.unique(h.items)))
+    latest = list(dict.fromkeys(h.items[::-1].tolist()))[:3]  # its three most recently bought distinct items
+    capped = TfidfKNN(ctx.texts, neighbours=10, max_history=3).fit(data)
+    capped.score_histories([h])
+    assert len(np.unique(h.items)) > 3 and set(capped._more_rows._data) == set(latest)  # only their rows were made
