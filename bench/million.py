@@ -10,9 +10,14 @@ noise (--noise: cosine to the source ~0.95), renormalised. Copy 0 is the real ca
 purchases (the real ones) still point at real items. Photos are shared with the source item.
 
     OMP_NUM_THREADS=1 python bench/million.py --source-config configs/hm.yaml --out var/m1 [--items 1000000] \
-        [--recommend-model hybrid]
+        [--purchases 31788324] [--recommend-model hybrid]
     # then serve it, load-test it and reload it (start time, RSS at start and during the reload):
     OMP_NUM_THREADS=1 python bench/load_test.py --config var/m1/config.yaml --duration 20 --concurrency 1,4
+
+--purchases N replaces the real purchases with N synthetic ones over all the items, in the Kaggle
+transactions layout (bench/import_bench.py's generator: Zipf-like drifting popularity, 1.37M
+lognormal shoppers, same-day baskets), imported through the streaming H&M reader in its own
+measured process (--skip-make --skip-build --skip-fit --purchases N adds them to a made catalog).
 
 After the index build (vectors, vocabulary, BM25, the search fact tables) it runs `whyrec index
 fit-recommender`: the served recommender is fitted once and saved beside the index, and `whyrec
@@ -20,13 +25,15 @@ serve` restores it (a 1M catalog cannot fit at start-up; see retrieval/recommend
 The written config turns off the ranker's photo features (the image tower's 1308-d features of
 every item: 5 GB at 1M). --recommend-model picks another served model: the ranker's offline fit
 scores every catalog item for each of ~4,000 training histories (200k items: 10 min; 1M: over an
-hour, extrapolated, on this shared 2-core machine), so the 1M run below serves the hybrid (repeat, tf-idf kNN,
-ALS, recent popularity).
+hour, extrapolated), so the 1M run serves the hybrid (repeat, tf-idf kNN, ALS, recent popularity).
 
-Measured at 1M on the shared 2-core machine (load 3.6-5.5; README "Numbers" has the served figures):
-make 59 s; index build 988 s, peak 6.6 GB (IVF4096-PQfs-refine 201 s, recall@10 0.977; vocabulary
-296 s; BM25 345 s; fact tables 904 s, peak 2.2 GB); fit-recommender (hybrid) 951 s, peak 4.9 GB,
-mostly the tf-idf neighbour rows of the 14k purchased items; 443 MB saved.
+Measured at 1M with 31.8M purchases (2026-12-01, load 1-2.3; README "Numbers" has the served
+figures): make 22 s; purchases written in 46 s (3.4 GB CSV) and imported in 193 s at peak 1.5 GB
+(31,756,372 kept, 31,952 on unknown articles dropped); index build 291 s, peak 6.4 GB
+(IVF4096-PQ128x4fs-RFlat recall@10 0.977; vocabulary 33 s, BM25 52 s, fact tables 164 s);
+fit-recommender (hybrid) 1111 s, peak 8.6 GB: ALS etc. 443 s, then the tf-idf neighbour rows of
+the 20k most bought items 614 s (before those rows were made as weighted sums of X^T's rows, which
+is 4.5x faster), 741 MB saved.
 
 Writes OUT/catalog, OUT/vectors.npy, OUT/config.yaml (the source config, pointed at OUT) and
 OUT/index; prints one JSON object (sizes, seconds, peak RSS of the build process).

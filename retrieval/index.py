@@ -60,7 +60,10 @@ class IndexParams:
 
 
 BACKENDS = ("faiss", "milvus")
-GATHER_BELOW = 4_096  # allowed rows scored by gathering their vectors (<= 4 MB at 256-d) rather than a selector scan
+# allowed rows whose vectors take at most this many bytes are scored by gathering them rather than by an
+# IVF selector search, whose nprobe widens as the allowed share shrinks (1M items, 256-d, top-1000 of
+# random rows: 10k rows gathered 4.1 ms vs 7.8 ms by selector, 20k rows 7.8 vs 5.2 ms)
+GATHER_BYTES = 12 << 20
 Allowed = Union[np.ndarray, None]
 
 
@@ -256,7 +259,7 @@ class VectorIndex(ItemVectors):
         return self._search_filtered(q, k, rows)
 
     def _search_filtered(self, q: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Filtered top-k without copying the allowed vectors (beyond `GATHER_BELOW` rows). Flat: an ID
+        """Filtered top-k without copying the allowed vectors (beyond `GATHER_BYTES` of them). Flat: an ID
         selector (a bitmap) on the exact scan. IVF: the selector on the ANN search with nprobe widened
         by 1/share-allowed (so as many allowed items are probed as unfiltered search probes items),
         then the exact refine; if that comes back short, the exact scan with the selector."""
@@ -265,7 +268,7 @@ class VectorIndex(ItemVectors):
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         kk = min(k, n_allowed)
         ivf = faiss.try_extract_index_ivf(self.index)
-        if n_allowed <= GATHER_BELOW and (ivf is not None or self._flat is None):  # a few MB at most: score them directly
+        if n_allowed * self.dim * 4 <= GATHER_BYTES and (ivf is not None or self._flat is None):  # a few MB: score them directly
             sims = q @ np.asarray(self.vectors[rows], np.float32).T
             top = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
             return np.take_along_axis(sims, top, 1), rows[top]

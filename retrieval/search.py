@@ -182,7 +182,8 @@ class Searcher:
         self.fusion = fusion
         self.query_cache = LRUCache(self.cfg.query_cache_size)
         # each named value's rows and credits (`term_facts`): common values recur across queries, and a
-        # held term costs its postings (1M items: rarely over 1 MB), so hundreds are held
+        # held term costs its postings (1M items: rarely over 1 MB; a 1 MB mask for the commonest), so
+        # hundreds are held
         self.credit_cache = LRUCache(CREDIT_CACHE_SIZE)
         self.sources: dict[str, Any] = {}  # what from_config loaded from (a reload keeps what is unchanged)
         self._set_fact_tables(facts_dir, tables)
@@ -282,13 +283,24 @@ class Searcher:
         `term_credit`); read-only, made once per term while the LRU holds them. A search reads
         credits at its candidates only (`credit_at`) and intersects rows, so no per-query pass
         over every item, and a held term costs its postings, not a 1M-item array."""
-        def make() -> tuple[np.ndarray, np.ndarray]:
+        rows, credit, _ = self._term_entry(term)
+        return rows, credit
+
+    def _term_entry(self, term: Term) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`term_facts` and, for a value most items back ("women", "solid": over 1/8 of them), a
+        membership mask too: intersecting with it is one gather, not a binary search per row."""
+        def make() -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
             credit = self._term_credit(term)
             rows = self.term_rows(term)
             values = credit[rows]
-            for a in (rows, values):
-                a.flags.writeable = False
-            return rows, values
+            mask = None
+            if len(rows) * 8 > len(self.products):
+                mask = np.zeros(len(self.products), bool)
+                mask[rows] = True
+            for a in (rows, values, mask):
+                if a is not None:
+                    a.flags.writeable = False
+            return rows, values, mask
 
         return self.credit_cache.get_or_make((term.kind, term.value, term.also), make)
 
@@ -411,10 +423,10 @@ class Searcher:
         positive = [t for t in named if not t.negated]
         if positive:
             # the rows of every named value: the rarest value's rows, kept where the others credit them
-            facts = sorted((self.term_facts(t)[0] for t in positive), key=len)
-            rows = facts[0]
-            for other in facts[1:]:
-                rows = rows[in_sorted(other, rows)]
+            facts = sorted((self._term_entry(t) for t in positive), key=lambda e: len(e[0]))
+            rows = facts[0][0]
+            for backed, _, mask in facts[1:]:
+                rows = rows[mask[rows] if mask is not None else in_sorted(backed, rows)]
             if allowed_mask is not None:
                 rows = rows[allowed_mask[rows]]
             if len(rows) > self.cfg.max_fact_candidates and qvec is not None:

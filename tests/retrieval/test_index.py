@@ -99,7 +99,7 @@ def test_embedded_milvus_is_exact_by_default_and_a_cluster_gets_ivf():
 
 
 @pytest.mark.parametrize("factory", ["Flat", "IVF64,PQ16x4fs,RFlat"])
-def test_selective_filter_still_returns_k_hits(build, factory):
+def test_selective_filter_still_returns_k_hits(build, factory, monkeypatch):
     x = clustered(5_000 if build.backend == "faiss" else 1_000, 32)
     ids = [str(i) for i in range(len(x))]
     idx = build(x, ids, factory=factory, nprobe=4, milvus_index="FLAT" if factory == "Flat" else "IVF_FLAT")
@@ -112,6 +112,9 @@ def test_selective_filter_still_returns_k_hits(build, factory):
             assert len(row) == 10
             assert all(allowed[int(i)] for i in row)
             assert [int(i) for i in row] == want.tolist()  # the exact best of the allowed items
+    import retrieval.index
+
+    monkeypatch.setattr(retrieval.index, "GATHER_BYTES", 0)  # a large catalog's allowed rows: never gathered
     broad = np.ones(len(x), bool)
     broad[1::2] = False  # half the catalog: the ANN-with-selector path
     _, got = idx.search(x[:3], 10, broad)
