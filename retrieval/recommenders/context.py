@@ -76,12 +76,13 @@ def l2_rows(x: np.ndarray) -> np.ndarray:
 
 def index_vectors(catalog: Catalog, index) -> np.ndarray:
     """An index's item vectors in catalog order (zeros for items the index lacks); the index's own
-    matrix, not a copy, when it holds the catalog's items in catalog order and is aligned (1M
-    items: 1 GB saved). FAISS's memory-mapped storage is not aligned, and numpy multiplies an
-    unaligned matrix ~100x slower than BLAS does (the content model scores every item)."""
+    matrix, not a copy, when it holds the catalog's items in catalog order (1M items: 1 GB saved,
+    and a memory-mapped index shares it between reloads). FAISS's memory-mapped storage is not
+    aligned, and numpy multiplies an unaligned matrix ~100x slower than BLAS does: a model that
+    multiplies the whole matrix (`Content`) makes its own aligned copy; the rest gather rows."""
     if list(index.ids) == list(catalog.ids) and getattr(index, "vectors", None) is not None:
         v = np.asarray(index.vectors)
-        if v.dtype == np.float32 and v.shape == (len(catalog), index.dim) and v.flags.aligned and v.flags.c_contiguous:
+        if v.dtype == np.float32 and v.shape == (len(catalog), index.dim) and v.flags.c_contiguous:
             return v
     out = np.zeros((len(catalog), index.dim), np.float32)
     rows = [(i, index.row[pid]) for i, pid in enumerate(catalog.ids) if pid in index.row]

@@ -201,3 +201,18 @@ def test_reasons_date_only_real_purchases():
     assert r.item_id == "j1" and r.day == "2020-03-14" and [c.item_id for c in r.claims] == ["j1", "j2"]
     again = history_reason(2, ps, h, groups, None)
     assert again.kind == "bought_before" and again.day is None and "bought" not in again.text  # a cart item, not a purchase
+
+
+def test_index_vectors_are_shared_and_content_aligns_its_own_copy(demo_searcher):
+    from retrieval.recommenders.context import index_vectors
+    from retrieval.recommenders.models import Content
+
+    s = demo_searcher
+    v = index_vectors(s.catalog, s.index)
+    assert np.shares_memory(v, s.index.vectors)  # no second copy of the catalog's vectors
+    raw = np.zeros(v.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw[1:].data, np.float32).reshape(v.shape)  # as FAISS's memory-mapped storage can be
+    unaligned[:] = v
+    assert not unaligned.flags.aligned
+    c = Content(unaligned)
+    assert c.vectors.flags.aligned and np.array_equal(c.vectors, v)
