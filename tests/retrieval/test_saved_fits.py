@@ -68,23 +68,10 @@ def test_a_changed_catalog_is_refitted_or_refused_never_served_stale(shop, tmp_p
     assert ServedRecommender.build(fewer, small_config(), index, saved_dir=tmp_path).source == "fitted"
 
 
-def test_tfidf_rows_on_demand_equal_the_full_table(shop, monkeypatch):
-    cat, _ = shop
-    ctx = ModelContext.from_catalog(cat)
-    data = TrainData.from_interactions(cat.interactions, cat.ids, cat.row)
-    hists = data.histories(data.users[:30])
-    full = TfidfKNN(ctx.texts, neighbours=10).fit(data).score_histories(hists)
-    monkeypatch.setattr(recommender_models, "FULL_TABLE_BELOW", 10)  # this catalog now counts as large
-    recommender_models._NEIGHBOUR_CACHE.clear()
-    lazy = TfidfKNN(ctx.texts, neighbours=10).fit(data)
-    np.testing.assert_array_equal(lazy.score_histories(hists), full)
-    assert not recommender_models._NEIGHBOUR_CACHE  # no full table was made
-    restored = TfidfKNN(ctx.texts, neighbours=10).restore(data, lazy.fitted_state())
-    assert set(restored._rows) == set(np.unique(data.hist_item).tolist())
-    np.testing.assert_array_equal(restored.score_histories(hists), full)
-
-
-def test_tfidf_saves_the_most_bought_rows_and_bounds_the_rest(shop, monkeypatch):
+@pytest.fixture()
+def tfidf_case(shop, monkeypatch):
+    """(texts, training data, 30 histories, their scores from the full neighbour table), and the
+    shop counted as a large catalog from then on (neighbour rows made on demand)."""
     cat, _ = shop
     ctx = ModelContext.from_catalog(cat)
     data = TrainData.from_interactions(cat.interactions, cat.ids, cat.row)
@@ -92,12 +79,26 @@ def test_tfidf_saves_the_most_bought_rows_and_bounds_the_rest(shop, monkeypatch)
     full = TfidfKNN(ctx.texts, neighbours=10).fit(data).score_histories(hists)
     monkeypatch.setattr(recommender_models, "FULL_TABLE_BELOW", 10)
     recommender_models._NEIGHBOUR_CACHE.clear()
-    lazy = TfidfKNN(ctx.texts, neighbours=10, saved_rows=5).fit(data)
-    state = lazy.fitted_state()
+    return ctx.texts, data, hists, full
+
+
+def test_tfidf_rows_on_demand_equal_the_full_table(tfidf_case):
+    texts, data, hists, full = tfidf_case
+    lazy = TfidfKNN(texts, neighbours=10).fit(data)
+    np.testing.assert_array_equal(lazy.score_histories(hists), full)
+    assert not recommender_models._NEIGHBOUR_CACHE  # no full table was made
+    restored = TfidfKNN(texts, neighbours=10).restore(data, lazy.fitted_state())
+    assert set(restored._rows) == set(np.unique(data.hist_item).tolist())
+    np.testing.assert_array_equal(restored.score_histories(hists), full)
+
+
+def test_tfidf_saves_the_most_bought_rows_and_bounds_the_rest(tfidf_case):
+    texts, data, hists, full = tfidf_case
+    state = TfidfKNN(texts, neighbours=10, saved_rows=5).fit(data).fitted_state()
     items, counts = np.unique(data.hist_item, return_counts=True)
     assert len(items) > 5 and len(state["neighbour_items"]) == 5
     assert counts[np.isin(items, state["neighbour_items"])].min() >= np.sort(counts)[-5]  # the five most bought
-    restored = TfidfKNN(ctx.texts, neighbours=10, row_cache=3).restore(data, state)
+    restored = TfidfKNN(texts, neighbours=10, row_cache=3).restore(data, state)
     np.testing.assert_array_equal(restored.score_histories(hists), full)  # the rest computed on demand, same numbers
     assert len(restored._rows) == 5 and len(restored._more_rows) <= 3  # nothing else held
 
@@ -120,14 +121,10 @@ def test_saved_fact_tables_are_the_computed_ones_and_checked(demo_searcher, tmp_
     assert load_fact_tables(tmp_path, facts_fingerprint(products, s.vocab)) is None  # another catalog: not used
 
 
-def test_large_catalogs_read_the_latest_items_of_a_long_history(shop, monkeypatch):
-    cat, _ = shop
-    ctx = ModelContext.from_catalog(cat)
-    data = TrainData.from_interactions(cat.interactions, cat.ids, cat.row)
-    monkeypatch.setattr(recommender_models, "FULL_TABLE_BELOW", 10)
-    recommender_models._NEIGHBOUR_CACHE.clear()
+def test_large_catalogs_read_the_latest_items_of_a_long_history(tfidf_case):
+    texts, data, _, _ = tfidf_case
     h = max(data.histories(data.users), key=lambda h: len(np.unique(h.items)))
     latest = list(dict.fromkeys(h.items[::-1].tolist()))[:3]  # its three most recently bought distinct items
-    capped = TfidfKNN(ctx.texts, neighbours=10, max_history=3).fit(data)
+    capped = TfidfKNN(texts, neighbours=10, max_history=3).fit(data)
     capped.score_histories([h])
     assert len(np.unique(h.items)) > 3 and set(capped._more_rows._data) == set(latest)  # only their rows were made
