@@ -103,6 +103,7 @@ class Engine:
     goes_with: Any = None  # retrieval.recommenders.complement.GoesWith, or None (no co-occurrence data)
     loaded_at: float = field(default_factory=time.time)
     category_head: Any = None  # retrieval.category_head.CategoryHead for /search/image, when the config names one
+    goes_with_sets: Any = None  # file_stamp of goes-with's sets file (a reload rebuilds goes-with when it changed)
     _others: dict[str, Any] = field(default_factory=dict)
     _others_lock: threading.Lock = field(default_factory=threading.Lock)
     _memo: dict[str, Any] = field(default_factory=dict)
@@ -152,9 +153,12 @@ def check_catalog_matches_index(searcher) -> None:
                          f"{extra} indexed items are not in the catalog; run `whyrec index build` for this catalog")
 
 
-def build_recommenders(settings: Settings, searcher, previous: Engine | None = None) -> tuple[Any, Any]:
+def build_recommenders(settings: Settings, searcher, previous: Engine | None = None) -> tuple[Any, Any, Any]:
     """The served recommender and "goes well with" model, from the config's `recommend:` section;
-    a reload takes over the previous engine's when its catalog, index and settings are the same objects."""
+    a reload takes over the previous engine's when its catalog, index (and so the saved fit beside
+    it) and settings are the same objects, and goes-with's sets file is unchanged. Returns (recommender,
+    goes-with, the sets file's stamp)."""
+    from retrieval.artifacts import file_stamp
     from retrieval.config import section
     from retrieval.recommenders.complement import GoesWithConfig, build_goes_with
     from retrieval.recommenders.factory import RecommendConfig
@@ -165,12 +169,14 @@ def build_recommenders(settings: Settings, searcher, previous: Engine | None = N
     raw = load_yaml(settings.config) if settings.config else {}
     cfg = section(raw, "recommend", RecommendConfig)
     index_dir = section(raw, "index", IndexConfig).dir  # the searcher's index; `whyrec index fit-recommender` saves the fit beside it
-    if (previous is not None and previous.recommender is not None and previous.searcher.catalog is searcher.catalog
-            and previous.searcher.index is searcher.index and previous.recommender.cfg == cfg):
-        return previous.recommender, previous.goes_with
-    rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
     gcfg = section({"goes_with": cfg.goes_with}, "goes_with", GoesWithConfig)
-    return rec, build_goes_with(searcher.catalog, gcfg, rec.ctx)
+    sets = file_stamp(gcfg.sets) if gcfg.sets else None
+    if (previous is not None and previous.recommender is not None and previous.searcher.catalog is searcher.catalog
+            and previous.searcher.index is searcher.index and previous.recommender.cfg == cfg
+            and previous.goes_with_sets == sets):
+        return previous.recommender, previous.goes_with, sets
+    rec = ServedRecommender.build(searcher.catalog, cfg, searcher.index, saved_dir=index_dir)
+    return rec, build_goes_with(searcher.catalog, gcfg, rec.ctx), sets
 
 
 def build_engine(settings: Settings, generation: int = 0,
@@ -184,9 +190,9 @@ def build_engine(settings: Settings, generation: int = 0,
         warm_up(searcher)
     searcher.histories()  # built now, not on the first request
     _ = searcher.catalog.interactions.by_activity, searcher.catalog.interactions.last_days  # /users: ranked once
-    recommender, goes_with = build_recommenders(settings, searcher, previous)
+    recommender, goes_with, sets = build_recommenders(settings, searcher, previous)
     engine = Engine(searcher, explainer, settings.explainer, LRUCache(settings.explain_cache_size), generation, recommender, goes_with,
-                    category_head=build_category_head(settings, searcher))
+                    category_head=build_category_head(settings, searcher), goes_with_sets=sets)
     log.info("engine %d loaded: %d items, explainer %s, %.1fs", generation, len(searcher.catalog), settings.explainer, time.time() - t0)
     return engine
 

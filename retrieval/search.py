@@ -431,7 +431,7 @@ class Searcher:
                 rows = rows[allowed_mask[rows]]
             if len(rows) > self.cfg.max_fact_candidates and qvec is not None:
                 # keep the densest of a large match set: the index searches within it (an ID selector);
-                # the rest could only rank below them on the dense signal and tie them on the facts
+                # the rest rank below them on the dense signal (and above them only through BM25, whose own top-N are candidates)
                 _, found = self.index.search_rows(qvec, self.cfg.max_fact_candidates, rows)
                 rows = found[0][found[0] >= 0]
             parts.append(rows)

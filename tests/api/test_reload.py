@@ -108,3 +108,6 @@ def test_a_reload_with_nothing_changed_shares_the_engine_parts(settings):
     assert new.searcher is not old.searcher and new.generation == 1
     assert new.searcher.catalog is old.searcher.catalog and new.searcher.index is old.searcher.index
     assert new.recommender is old.recommender and new.goes_with is old.goes_with
+    old.goes_with_sets = ("a sets file that has changed since",)  # as if rooms.csv were rewritten
+    rebuilt = build_engine(settings, 2, previous=old)
+    assert rebuilt.goes_with is not old.goes_with and rebuilt.searcher.catalog is old.searcher.catalog
