@@ -199,9 +199,7 @@ class Catalog:
     def groups(self) -> list[str]:
         """Each item's product group (`group_id`, or its own id when it has none), in catalog order:
         what group splits and "another colour of the same product" go by."""
-        if isinstance(self.products, ProductTable):
-            return [str(g) if g else pid for g, pid in zip(self.products.column("group_id"), self.ids)]
-        return [p.group_id or p.id for p in self.products]
+        return [str(g) if g else pid for g, pid in zip(self.field("group_id"), self.ids)]
 
     @property
     def interactions(self) -> Interactions:

@@ -307,10 +307,8 @@ class Searcher:
     def credit_at(self, term: Term, rows: np.ndarray) -> np.ndarray:
         """The term's credit of these rows (0 where its facts do not back it)."""
         backed, credit = self.term_facts(term)
-        if not len(backed) or not len(rows):
-            return np.zeros(len(rows), np.float32)
-        at = np.minimum(np.searchsorted(backed, rows), len(backed) - 1)
-        return np.where(backed[at] == rows, credit[at], np.float32(0))
+        at, found = sorted_positions(backed, rows)
+        return np.where(found, credit[at], np.float32(0)) if len(backed) else np.zeros(len(rows), np.float32)
 
     def _term_credit(self, term: Term) -> np.ndarray:
         credit = np.zeros(len(self.products), np.float32)
@@ -649,12 +647,18 @@ FACTS_FILE = "facts.npz"
 CREDIT_CACHE_SIZE = 512
 
 
-def in_sorted(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Which of `rows` are in `sorted_rows` (binary search: cost by len(rows), not by the catalog)."""
+def sorted_positions(sorted_rows: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of `rows` stands in `sorted_rows`, and whether it is there at all (binary search:
+    cost by len(rows), not by the catalog)."""
     if not len(sorted_rows) or not len(rows):
-        return np.zeros(len(rows), bool)
+        return np.zeros(len(rows), np.int64), np.zeros(len(rows), bool)
     at = np.minimum(np.searchsorted(sorted_rows, rows), len(sorted_rows) - 1)
-    return sorted_rows[at] == rows
+    return at, sorted_rows[at] == rows
+
+
+def in_sorted(sorted_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which of `rows` are in `sorted_rows`."""
+    return sorted_positions(sorted_rows, rows)[1]
 FACT_POSTINGS = ("strong", "weak", "colour", "category")
 
 

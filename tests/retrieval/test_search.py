@@ -239,7 +239,7 @@ def test_searcher_over_milvus_gives_the_faiss_results(demo_searcher):
 def test_a_reload_keeps_what_is_unchanged_on_disk_and_reloads_what_changed(demo_config, tmp_path):
     import shutil
 
-    from retrieval.catalog import Catalog
+    from retrieval.catalog import Catalog, Product
     from retrieval.search import Searcher
 
     shutil.copytree(demo_config["catalog"]["dir"], tmp_path / "catalog")
@@ -253,7 +253,7 @@ def test_a_reload_keeps_what_is_unchanged_on_disk_and_reloads_what_changed(demo_
     cat = Catalog.load(tmp_path / "catalog")  # the catalog re-imported: one title changed, rewritten atomically
     pid = cat.ids[0]
     products = list(cat.products)
-    products[0] = type(products[0])(**{**products[0].__dict__, "title": "a wholly new title"})
+    products[0] = Product(**{**products[0].__dict__, "title": "a wholly new title"})
     Catalog(products, cat.interactions).save(tmp_path / "catalog")
     after = Searcher.from_config(cfg, previous=same)
     assert after.catalog is not same.catalog and after.catalog.by_id[pid].title == "a wholly new title"
